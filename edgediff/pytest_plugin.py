@@ -1,0 +1,291 @@
+"""pytest integration: options, Hypothesis profiles, target parametrization, findings, matrix.
+
+Loaded from the repository's ``conftest.py``. Every property test that takes the
+``target`` argument is parametrized over (op x adapter x path) from the op table and
+the selected adapters; its failures are written as findings by ``pytest_runtest_makereport``
+from the shrunk example Hypothesis re-raises last.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import adapters
+from edgediff import runner
+from edgediff.findings import FindingStore
+from edgediff.known import load_known
+from edgediff.session import Tally, merge, matrix, target_key
+
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
+            HealthCheck.differing_executors]
+PROFILES = {
+    "dev": dict(max_examples=20),
+    "ci": dict(max_examples=40, print_blob=True),
+    "thorough": dict(max_examples=1000),
+}
+for _name, _kw in PROFILES.items():
+    settings.register_profile(_name, deadline=None, suppress_health_check=_SLOW_OK, **_kw)
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_KNOWN = REPO / "fixtures" / "known_failures.toml"
+
+
+@dataclass(frozen=True)
+class Target:
+    op: str
+    label: str          # backend name as the user selected it
+    adapter: object
+    path: str
+
+    @property
+    def key(self) -> str:
+        return target_key(self.op, self.label, self.path)
+
+    def __str__(self):
+        return f"{self.op}-{self.label}-{self.path}"
+
+    __repr__ = __str__
+
+
+@dataclass(repr=False)
+class EdgeDiffRun:
+    selected: list            # [(label, adapter)]
+    unavailable: dict         # label -> reason
+    store: FindingStore
+    known: list
+    specials: bool
+    worker: str
+    tally: Tally = field(default_factory=Tally)
+    specs: dict = field(default_factory=dict)   # label -> spec for --adapter adapters
+
+    def __repr__(self):
+        return f"EdgeDiffRun(worker={self.worker!r}, backends={[label for label, _ in self.selected]})"
+
+    def check(self, target: Target, case) -> runner.Outcome:
+        """Run one example; raise a FindingFailure for a failing outcome."""
+        from properties.ops import OPS
+        outcome = runner.run_case(case, target.adapter, target.path, OPS[case.op])
+        return self.account(target, outcome)
+
+    def account(self, target: Target, outcome: runner.Outcome) -> runner.Outcome:
+        self.tally.example(target.key, outcome.kind, outcome.detail, outcome.seconds)
+        if outcome.failed:
+            self.store.log(outcome, pattern_of(outcome))
+            raise runner.failure_for(outcome)
+        return outcome
+
+    def known_entry(self, outcome: runner.Outcome, pattern):
+        case = outcome.case
+        for entry in self.known:
+            if entry.matches(outcome.adapter, case.op, outcome.path, outcome.kind, case.params,
+                             case.layout, {k: v.shape for k, v in case.inputs.items()}, pattern):
+                return entry
+        return None
+
+    def report(self, target: Target, failures) -> list:
+        """Write the shrunk failures as findings; returns the known entries (None for new ones)."""
+        verdicts = []
+        for failure in failures:
+            outcome = failure.outcome
+            pattern = pattern_of(outcome)
+            self.store.log(outcome, pattern, shrunk=True)
+            entry = self.known_entry(outcome, pattern)
+            known = None if entry is None else {"reason": entry.reason, "link": entry.link}
+            if entry is not None:
+                self.tally.known_matched.add(entry.key)
+            source = getattr(target.adapter, "repro_source", None)
+            if label_spec := self.specs.get(target.label):
+                outcome.extra["spec"] = label_spec
+            directory, _ = self.store.write(outcome, pattern,
+                                            source(outcome.case.op, outcome.path) if callable(source) else None,
+                                            known)
+            self.tally.finding(target.key, directory.name, entry is not None)
+            verdicts.append(entry)
+        return verdicts
+
+
+def pattern_of(outcome: runner.Outcome) -> tuple:
+    from properties.ops import OPS
+    spec = OPS.get(outcome.case.op)
+    return spec.pattern(outcome.case) if spec else (outcome.case.layout,)
+
+
+# ---- options and configuration ------------------------------------------------------------
+
+def pytest_addoption(parser):
+    g = parser.getgroup("edgediff")
+    g.addoption("--backend", default=None, metavar="NAME[,NAME]",
+                help=f"backends to test (default: all available). Built-ins: {', '.join(adapters.BUILTINS)}")
+    g.addoption("--adapter", action="append", default=[], metavar="MODULE:ATTR",
+                help="a user adapter object; without --backend only these run")
+    g.addoption("--max-examples", type=int, default=None, help="Hypothesis examples per test")
+    g.addoption("--findings-dir", default="findings", help="where findings are written")
+    g.addoption("--known-failures", default=None, metavar="FILE",
+                help=f"baseline of known failures (default: {DEFAULT_KNOWN.relative_to(REPO)} if present)")
+    g.addoption("--specials", action="store_true", help="also draw NaN/Inf inputs")
+
+
+def _select(config):
+    selected, unavailable, specs = [], {}, {}
+    names = config.getoption("backend")
+    user = config.getoption("adapter")
+    if names:
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+    elif user:
+        wanted = []
+    else:
+        wanted = list(adapters.BUILTINS)
+    for name in wanted:
+        try:
+            selected.append((name, adapters.load(name)))
+        except adapters.UsageError as exc:
+            raise pytest.UsageError(f"--backend: {exc}") from None
+        except adapters.AdapterUnavailable as exc:
+            unavailable[name] = str(exc)
+    for spec in user:
+        try:
+            obj = adapters.load_spec(spec)
+        except adapters.UsageError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        label = obj.name
+        specs[label] = spec
+        selected.append((label, obj))
+    return selected, unavailable, specs
+
+
+def pytest_configure(config):
+    profile = os.environ.get("EDGEDIFF_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
+    chosen = config.getoption("hypothesis_profile", None) or profile
+    base = settings.get_profile(chosen)
+    n = config.getoption("max_examples")
+    if n is not None:
+        if n < 1:
+            raise pytest.UsageError(f"--max-examples must be >= 1, got {n}")
+        settings.register_profile("edgediff-override", parent=base, max_examples=n)
+        settings.load_profile("edgediff-override")
+    else:
+        settings.load_profile(chosen)
+
+    known_path = config.getoption("known_failures")
+    try:
+        known = load_known(known_path) if known_path else (
+            load_known(DEFAULT_KNOWN) if DEFAULT_KNOWN.exists() else [])
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    selected, unavailable, specs = _select(config)
+    worker = getattr(config, "workerinput", {}).get("workerid", "main")
+    findings_dir = Path(config.getoption("findings_dir"))
+    if worker == "main":  # the controller (or a plain run) starts a fresh tally
+        shutil.rmtree(findings_dir / ".stats", ignore_errors=True)
+    config.stash[RUN_KEY] = EdgeDiffRun(selected, unavailable, FindingStore(findings_dir, worker),
+                                        known, config.getoption("specials"), worker, specs=specs)
+
+
+RUN_KEY = pytest.StashKey[EdgeDiffRun]()
+
+
+def pytest_generate_tests(metafunc):
+    if "target" not in metafunc.fixturenames:
+        return
+    from properties.ops import OPS
+    run = metafunc.config.stash[RUN_KEY]
+    ops = getattr(metafunc.function, "edgediff_ops", None) or list(OPS)
+    params = []
+    for label, adapter in run.selected:
+        for op in ops:
+            for path in adapters.paths(adapter, op):
+                t = Target(op, label, adapter, path)
+                params.append(pytest.param(t, id=str(t)))
+    for label, reason in run.unavailable.items():
+        params.append(pytest.param(None, id=f"{label}-unavailable",
+                                   marks=pytest.mark.skip(reason=f"backend unavailable: {reason}")))
+    if not params:
+        params.append(pytest.param(None, id="no-backend",
+                                   marks=pytest.mark.skip(reason="no backend selected")))
+    metafunc.parametrize("target", params)
+
+
+@pytest.fixture(scope="session")
+def edgediff_run(request) -> EdgeDiffRun:
+    return request.config.stash[RUN_KEY]
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_call(item):
+    # One Hypothesis database key per (op, adapter, path): the test function is shared.
+    inner = getattr(getattr(item.obj, "hypothesis", None), "inner_test", None)
+    if inner is not None:
+        inner._hypothesis_internal_add_digest = item.nodeid.encode()
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    target = getattr(item, "callspec", None) and item.callspec.params.get("target")
+    if call.when != "call" or not isinstance(target, Target):
+        return
+    run = item.config.stash[RUN_KEY]
+    if call.excinfo is not None:
+        failures = runner.findings_in(call.excinfo.value)
+        if not failures:
+            return
+        verdicts = run.report(target, failures)
+        if all(v is not None for v in verdicts):
+            report.outcome = "skipped"
+            report.wasxfail = "known failure: " + "; ".join(sorted({v.reason for v in verdicts}))
+    elif report.passed and (reason := run.tally.all_unsupported(target.key)):
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"every example unsupported: {reason}")
+
+
+def pytest_sessionfinish(session):
+    run = session.config.stash.get(RUN_KEY, None)
+    if run is not None:
+        run.tally.dump(run.store.root / ".stats" / f"{run.worker}.json")
+
+
+def fixed_known(run: EdgeDiffRun, tally: Tally) -> list[str]:
+    """Known entries for a target that ran but that no failure matched: fixed upstream?"""
+    ran = {k for k, row in tally.rows.items() if row["examples"]}
+    out = []
+    for entry in run.known:
+        applies = any(entry.applies_to(*reversed_key(k)) for k in ran)
+        if applies and entry.key not in tally.known_matched:
+            out.append(entry.key)
+    return out
+
+
+def reversed_key(key: str):
+    op, adapter, path = key.split("|")
+    return adapter, op, path
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    run = config.stash.get(RUN_KEY, None)
+    if run is None or run.worker != "main":
+        return
+    tally = merge(run.store.root / ".stats")
+    if not tally.rows:
+        return
+    text = matrix(tally.rows, fixed_known(run, tally))
+    if run.unavailable:
+        text += "\nunavailable backends:" + "".join(f"\n  {r}" for r in run.unavailable.values())
+    unsupported = Counter()
+    for key, row in tally.rows.items():
+        for reason, n in row["unsupported_reasons"].items():
+            unsupported[(key.split("|")[1], reason)] += n
+    if unsupported:
+        text += "\nmost common unsupported reasons:" + "".join(
+            f"\n  {a}: {r} ({n})" for (a, r), n in unsupported.most_common(6))
+    terminalreporter.write_sep("=", "edgediff summary")
+    terminalreporter.write_line(text)
+    run.store.root.mkdir(parents=True, exist_ok=True)
+    (run.store.root / "summary.txt").write_text(text + "\n")

@@ -1,0 +1,1 @@
+"""Hypothesis strategies, the table of ops, and the differential and metamorphic properties."""

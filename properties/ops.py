@@ -1,0 +1,137 @@
+"""The one table of ops. Each op is described once: golden function, strategy,
+tolerance model and the parameter pattern used to group findings.
+
+Adding an op means adding one ``OpSpec`` here (and the golden function in
+``reference/``); every differential test is generated from this table.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+import reference
+from edgediff.case import Case
+from edgediff.tolerance import Arithmetic, exact_bound, gamma, sum_of_products_bound
+
+from . import strategies as S
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    name: str
+    golden: Callable          # the reference function, called as golden(**inputs, **params)
+    strategy: Callable        # strategy(specials=False) -> SearchStrategy[Case]
+    bound: Callable           # bound(case, expected, arithmetic) -> per-element allowed error
+    pattern: Callable         # pattern(case) -> tuple of features shared by one bug's examples
+
+    def expected(self, case: Case) -> np.ndarray:
+        return self.golden(**case.inputs, **case.params)
+
+
+# ---- tolerance models --------------------------------------------------------------------------
+
+def conv_bound(case: Case, expected, arith: Arithmetic):
+    """Sum of k = Cg*KH*KW products plus bias; magnitude = golden op on |x|, |w|, |b|."""
+    absolute = {k: np.abs(v) for k, v in case.inputs.items()}
+    magnitude = OPS[case.op].golden(**absolute, **case.params)
+    w = case.inputs["w"]
+    k = w.shape[1] * w.shape[2] * w.shape[3]
+    return sum_of_products_bound(magnitude, expected, k, arith, case.dtype)
+
+
+def mean_bound(case: Case, expected, arith: Arithmetic):
+    x = case.inputs["x"]
+    magnitude = reference.mean(np.abs(x), **case.params)
+    k = max(1, x.size // max(1, np.asarray(expected).size))
+    u_in = arith.u_inputs(case.dtype)
+    rel = u_in + gamma(k + 1, arith.u("accumulate"))
+    return rel * magnitude + arith.u("output") * np.abs(expected)
+
+
+def exact(case: Case, expected, arith: Arithmetic):
+    return exact_bound(expected, arith, case.dtype)
+
+
+def batch_norm_bound(case: Case, expected, arith: Arithmetic):
+    """y = x*scale + shift, a handful of roundings on |x*scale| + |mean*scale| + |bias|."""
+    inp = case.inputs
+    c = inp["x"].shape[1]
+    bshape = (1, c) + (1,) * (inp["x"].ndim - 2)
+    scale = np.abs(inp.get("weight", np.ones(c))) / np.sqrt(inp["running_var"].astype(np.float64)
+                                                           + case.params["eps"])
+    scale = scale.reshape(bshape)
+    terms = (np.abs(inp["x"]) + np.abs(inp["running_mean"]).reshape(bshape)) * scale
+    terms = terms + np.abs(inp.get("bias", np.zeros(c))).reshape(bshape)
+    u = arith.u("accumulate") + 2 * arith.u_inputs(case.dtype)
+    return 8 * u * terms + arith.u("output") * np.abs(expected)
+
+
+# ---- grouping patterns -------------------------------------------------------------------------
+
+def _pair(v):
+    return (v, v) if np.ndim(v) == 0 else tuple(v)
+
+
+def conv_pattern(case: Case) -> tuple:
+    p = case.params
+    w, x = case.inputs["w"], case.inputs["x"]
+    groups = p.get("groups", x.shape[1])
+    feats = []
+    feats.append("depthwise" if w.shape[1] == 1 and groups == x.shape[1] and groups > 1
+                 else "groups=1" if groups == 1 else "grouped")
+    if w.shape[0] > x.shape[1] and w.shape[1] == 1:
+        feats.append("multiplier>1")
+    if any(s > 1 for s in _pair(p["stride"])):
+        feats.append("strided")
+    if any(d > 1 for d in _pair(p["dilation"])):
+        feats.append("dilated")
+    pad = p["padding"]
+    if np.ndim(pad) == 2 and (pad[0][0] != pad[0][1] or pad[1][0] != pad[1][1]):
+        feats.append("asymmetric padding")
+    elif np.any(np.asarray(pad) != 0):
+        feats.append("padded")
+    if "b" in case.inputs:
+        feats.append("bias")
+    feats.append(case.layout)
+    return tuple(feats)
+
+
+def layout_pattern(case: Case) -> tuple:
+    return (f"rank{case.inputs['x'].ndim}", case.layout)
+
+
+def clamp_pattern(case: Case) -> tuple:
+    lo, hi = case.params["min"], case.params["max"]
+    kind = ("min only" if hi is None else "max only" if lo is None
+            else "min>max" if lo > hi else "min<=max")
+    return (kind, case.layout)
+
+
+def mean_pattern(case: Case) -> tuple:
+    x = case.inputs["x"]
+    d = case.params["dim"]
+    dims = "all" if d is None else tuple(sorted(di % x.ndim for di in ((d,) if np.ndim(d) == 0 else d)))
+    return (f"rank{x.ndim}", f"dims={dims}", f"keepdim={case.params['keepdim']}", case.layout)
+
+
+OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
+    OpSpec("conv2d", reference.conv2d, S.conv2d_cases, conv_bound, conv_pattern),
+    OpSpec("depthwise_conv2d", reference.depthwise_conv2d, S.depthwise_conv2d_cases, conv_bound,
+           conv_pattern),
+    OpSpec("clamp", reference.clamp, S.clamp_cases, exact, clamp_pattern),
+    OpSpec("mean", reference.mean, S.mean_cases, mean_bound, mean_pattern),
+    OpSpec("view", reference.view, S.view_cases, exact, layout_pattern),
+    OpSpec("permute", reference.permute, S.permute_cases, exact, layout_pattern),
+    OpSpec("batch_norm", reference.batch_norm, S.batch_norm_cases, batch_norm_bound, layout_pattern),
+]}
+
+
+def op_names() -> list[str]:
+    return list(OPS)
+
+
+def count_elements(case: Case) -> int:
+    return int(sum(math.prod(a.shape) for a in case.inputs.values()))
