@@ -48,6 +48,9 @@ class Case:
 
     __repr__ = describe
 
+    def _repr_pretty_(self, p, cycle):  # how Hypothesis prints a falsifying example
+        p.text(self.describe())
+
     # ---- serialisation ---------------------------------------------------------
     def to_json(self) -> dict:
         return {"op": self.op, "params": to_jsonable(self.params), "layout": self.layout,

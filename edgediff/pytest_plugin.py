@@ -52,6 +52,9 @@ class Target:
 
     __repr__ = __str__
 
+    def _repr_pretty_(self, p, cycle):
+        p.text(str(self))
+
 
 @dataclass(repr=False)
 class EdgeDiffRun:
@@ -66,6 +69,9 @@ class EdgeDiffRun:
 
     def __repr__(self):
         return f"EdgeDiffRun(worker={self.worker!r}, backends={[label for label, _ in self.selected]})"
+
+    def _repr_pretty_(self, p, cycle):
+        p.text(repr(self))
 
     def check(self, target: Target, case) -> runner.Outcome:
         """Run one example; raise a FindingFailure for a failing outcome."""
@@ -129,6 +135,8 @@ def pytest_addoption(parser):
     g.addoption("--known-failures", default=None, metavar="FILE",
                 help=f"baseline of known failures (default: {DEFAULT_KNOWN.relative_to(REPO)} if present)")
     g.addoption("--specials", action="store_true", help="also draw NaN/Inf inputs")
+    g.addoption("--isolate", action="store_true",
+                help="run every adapter in a worker process (adapters that declare isolated=True always do)")
 
 
 def _select(config):
@@ -141,9 +149,10 @@ def _select(config):
         wanted = []
     else:
         wanted = list(adapters.BUILTINS)
+    force = config.getoption("isolate")
     for name in wanted:
         try:
-            selected.append((name, adapters.load(name)))
+            selected.append((name, _maybe_isolated(adapters.load(name), name, force)))
         except adapters.UsageError as exc:
             raise pytest.UsageError(f"--backend: {exc}") from None
         except adapters.AdapterUnavailable as exc:
@@ -155,8 +164,19 @@ def _select(config):
             raise pytest.UsageError(str(exc)) from None
         label = obj.name
         specs[label] = spec
-        selected.append((label, obj))
+        try:
+            selected.append((label, _maybe_isolated(obj, spec, force)))
+        except adapters.AdapterUnavailable as exc:
+            unavailable[label] = str(exc)
     return selected, unavailable, specs
+
+
+def _maybe_isolated(adapter, spec: str, force: bool):
+    if not (force or getattr(adapter, "isolated", False)):
+        return adapter
+    from edgediff.isolation import isolate
+    from properties.ops import OPS
+    return isolate(adapter, spec, OPS)
 
 
 def pytest_configure(config):

@@ -78,7 +78,9 @@ def run_case(case: Case, adapter, path: str, spec) -> Outcome:
         return out
     except Exception as exc:  # a backend exception is a finding, not a dead test run
         out.kind = "error"
-        out.detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        remote = type(exc).__name__ == "BackendError"     # raised in a worker: its text as is
+        out.detail = str(exc) if remote else "".join(
+            traceback.format_exception_only(type(exc), exc)).strip()
         out.extra["traceback"] = traceback.format_exc(limit=8)
         return out
     finally:

@@ -4,9 +4,6 @@ Each wraps the real ``torch`` adapter and changes one thing a backend might get 
 """
 from __future__ import annotations
 
-import os
-import signal
-import time
 import types
 
 import numpy as np
@@ -66,24 +63,6 @@ def _conv_f16_accumulate(x, w, b=None, stride=1, padding=0, dilation=1, groups=1
     return F.conv2d(xt, t(w), t(b), stride, padding, dilation, groups).float().numpy()
 
 
-def _crash_on_big_kernel(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    if w.shape[2] >= 5:
-        os.abort()
-    return _torch.conv2d(x, w, b, stride, padding, dilation, groups)
-
-
-def _segfault_on_stride3(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    if np.max(stride) >= 3:
-        os.kill(os.getpid(), signal.SIGSEGV)
-    return _torch.conv2d(x, w, b, stride, padding, dilation, groups)
-
-
-def _hang_on_dilation3(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    if np.max(dilation) >= 3:
-        time.sleep(3600)
-    return _torch.conv2d(x, w, b, stride, padding, dilation, groups)
-
-
 correct = _wrap("planted_correct")
 swapped_padding = _wrap("planted_swapped_padding", conv2d=_swapped_asym_padding)
 clamp_drops_nan = _wrap("planted_clamp_drops_nan", clamp=_clamp_drops_nan)
@@ -91,6 +70,3 @@ clamp_order = _wrap("planted_clamp_order", clamp=_clamp_min_after_max)
 mean_wrong_axis = _wrap("planted_mean_wrong_axis", mean=_mean_wrong_axis)
 bias_twice = _wrap("planted_bias_twice", conv2d=_conv_bias_twice)
 f16_accumulate = _wrap("planted_f16_accumulate", conv2d=_conv_f16_accumulate)
-aborts = _wrap("planted_aborts", conv2d=_crash_on_big_kernel, isolated=True)
-segfaults = _wrap("planted_segfaults", conv2d=_segfault_on_stride3, isolated=True)
-hangs = _wrap("planted_hangs", conv2d=_hang_on_dilation3, isolated=True, timeout=5.0)

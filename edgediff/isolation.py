@@ -1,0 +1,183 @@
+"""Run an adapter in a persistent worker process, so an abort, a segfault or a hang in
+the backend becomes a finding instead of a dead test run.
+
+``IsolatedAdapter`` follows the adapter contract. It starts ``python -m edgediff.worker``
+once (under the adapter's own interpreter when it names one), reuses it across examples,
+and restarts it after it dies. A call that outlives ``timeout`` seconds kills the worker
+and raises ``WorkerHung``; a worker that dies raises ``WorkerDied`` with the signal, the
+exit status and the last lines of its stderr (for ggml, the ``GGML_ASSERT(...)`` line).
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import adapters
+from edgediff.runner import WorkerDied, WorkerHung
+from edgediff.tolerance import Arithmetic
+from edgediff.wire import pack, unpack
+
+REPO = Path(__file__).resolve().parent.parent
+STDERR_TAIL_LINES = 12
+MIN_HANG_TIMEOUT = 0.25    # seconds; see IsolatedAdapter.call_timeout
+HANG_FACTOR = 20.0
+
+
+class BackendError(Exception):
+    """An exception the backend raised inside the worker; its text is the backend's."""
+
+
+class IsolatedAdapter:
+    def __init__(self, spec: str, ops, python: str | None = None, timeout: float = 60.0,
+                 env: dict | None = None, cwd: str | None = None, startup_timeout: float = 300.0,
+                 label: str | None = None):
+        self.spec, self.ops = spec, list(ops)
+        self.python = python or sys.executable
+        self.timeout, self.startup_timeout = float(timeout), float(startup_timeout)
+        self.env, self.cwd = dict(env or {}), cwd
+        self.isolated = True
+        self.proc = None
+        self.restarts = 0
+        self.slowest_ok = 0.0      # seconds of the slowest call that answered
+        self.hung = False
+        self._stderr = tempfile.TemporaryFile()
+        hello = self._start()
+        self.name = label or hello["name"]
+        self.version = hello["version"]
+        self.paths = {op: tuple(p) for op, p in hello["paths"].items()}
+        self._arith = {k: Arithmetic(**v) for k, v in hello["arithmetic"].items()}
+        self._repro = hello["repro"]
+
+    # ---- the adapter contract ------------------------------------------------------------
+    def __getattr__(self, op):
+        if op.startswith("_") or op not in self.__dict__.get("paths", {}):
+            raise AttributeError(op)
+        def call(path=adapters.DEFAULT_PATH, **kwargs):
+            arrays = {k: v for k, v in kwargs.items() if hasattr(v, "dtype")}
+            params = {k: v for k, v in kwargs.items() if k not in arrays}
+            return self.call(op, path, arrays, params)
+        return call
+
+    def arithmetic(self, op, path):
+        return self._arith[f"{op}|{path}"]
+
+    def repro_source(self, op, path):
+        return self._repro.get(f"{op}|{path}")
+
+    # ---- worker lifecycle ----------------------------------------------------------------
+    def _start(self) -> dict:
+        env = dict(os.environ, **self.env)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
+        self._stderr.seek(0, os.SEEK_END)
+        mark = self._stderr.tell()
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "edgediff.worker", self.spec, ",".join(self.ops)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
+            cwd=self.cwd, start_new_session=True)
+        try:
+            hello, _ = self._receive(self.startup_timeout, mark)
+        except (WorkerDied, WorkerHung) as exc:
+            raise adapters.AdapterUnavailable(f"{self.spec}: worker failed to start: {exc}") from None
+        if hello["status"] != "ready":
+            self.close()
+            raise adapters.AdapterUnavailable(f"{self.spec}: {hello.get('reason', hello)}")
+        return hello
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                self._kill()
+        self.proc = None
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ---- one call --------------------------------------------------------------------------
+    def call(self, op, path, arrays, params):
+        if self.proc is None or self.proc.poll() is not None:
+            self.restarts += 1
+            self._start()
+        self._stderr.seek(0, os.SEEK_END)
+        mark = self._stderr.tell()
+        try:
+            self.proc.stdin.write(pack({"op": op, "path": path, "params": params}, arrays))
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker died; _receive reports how
+        t0 = time.monotonic()
+        try:
+            reply, out = self._receive(self.call_timeout(), mark)
+        except WorkerHung:
+            self.hung = True
+            raise
+        self.slowest_ok = max(self.slowest_ok, time.monotonic() - t0)
+        if reply["status"] == "ok":
+            facts = reply.get("facts") or {}
+            return (out["result"], facts) if facts else out["result"]
+        if reply["status"] == "unsupported":
+            raise adapters.Unsupported(reply["reason"])
+        raise BackendError(f"{reply['type']}: {reply['message']}")
+
+    def call_timeout(self) -> float:
+        """The configured timeout; once a call has hung, a tighter one derived from the slowest
+        call that answered, so shrinking a hang does not wait the full timeout per step."""
+        if not self.hung:
+            return self.timeout
+        return min(self.timeout, max(MIN_HANG_TIMEOUT, HANG_FACTOR * self.slowest_ok))
+
+    def _receive(self, timeout, mark):
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._kill()
+                self.proc = None
+                raise WorkerHung(f"no answer within {timeout:g} s (worker killed)")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                break
+        try:
+            return unpack(self.proc.stdout)
+        except (EOFError, OSError):
+            rc = self.proc.wait()
+            tail = self._stderr_tail(mark)
+            self.proc = None
+            sig = signal.Signals(-rc).name if rc < 0 and -rc in signal.Signals._value2member_map_ else None
+            how = f"killed by {sig}" if sig else f"exited with status {rc}"
+            last = tail.strip().splitlines()[-1] if tail.strip() else "(no stderr)"
+            raise WorkerDied(f"worker {how}: {last}", signal=sig, exitcode=rc, stderr_tail=tail) from None
+
+    def _stderr_tail(self, mark) -> str:
+        self._stderr.seek(mark)
+        text = self._stderr.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-STDERR_TAIL_LINES:])
+
+
+def isolate(adapter, spec: str, ops, label: str | None = None, **overrides) -> IsolatedAdapter:
+    """Wrap an adapter (loaded in-process only to read its settings) in a worker."""
+    settings = dict(python=getattr(adapter, "python", None),
+                    timeout=getattr(adapter, "timeout", 60.0),
+                    env=getattr(adapter, "worker_env", None),
+                    cwd=getattr(adapter, "worker_cwd", None))
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return IsolatedAdapter(spec, ops, label=label, **settings)

@@ -1,0 +1,78 @@
+"""Worker process for an isolated adapter: ``python -m edgediff.worker ADAPTER``.
+
+ADAPTER is a built-in name or ``module:attribute``. The worker imports only NumPy, the
+adapter and this package's wire format, so it runs under another interpreter or
+virtual environment (for example TT-NN's Python 3.12 with numpy<2).
+
+Protocol, over the process's original stdout (fd 1 is then pointed at stderr, so
+whatever the backend prints cannot corrupt it): a hello message with the adapter's
+name, version, paths, arithmetic and repro sources; then one reply per request.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+
+def _load(spec: str):
+    import adapters
+    if ":" in spec or spec not in adapters.BUILTINS:
+        return adapters.load_spec(spec)
+    return adapters.load(spec)
+
+
+def _describe(adapter, ops):
+    import adapters
+    paths, arith, repro = {}, {}, {}
+    for op in ops:
+        ps = adapters.paths(adapter, op)
+        if not ps:
+            continue
+        paths[op] = list(ps)
+        for p in ps:
+            arith[f"{op}|{p}"] = vars(adapters.arithmetic(adapter, op, p)).copy()
+            src = getattr(adapter, "repro_source", None)
+            repro[f"{op}|{p}"] = src(op, p) if callable(src) else None
+    return {"name": adapter.name, "version": adapter.version, "paths": paths,
+            "arithmetic": arith, "repro": repro,
+            "declares_paths": isinstance(getattr(adapter, "paths", None), dict)}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    spec, ops = argv[0], argv[1].split(",")
+    channel = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)                                    # backend prints go to stderr
+    sys.stdout = sys.stderr
+    stdin = os.fdopen(os.dup(0), "rb", buffering=0)
+    from edgediff.wire import pack, unpack
+    import adapters
+    try:
+        adapter = _load(spec)
+        hello = {"status": "ready", **_describe(adapter, ops)}
+    except Exception as exc:  # unavailable: say why and stop
+        channel.write(pack({"status": "unavailable", "reason": f"{type(exc).__name__}: {exc}"}))
+        return 0
+    channel.write(pack(hello))
+    while True:
+        try:
+            req, arrays = unpack(stdin)
+        except EOFError:
+            return 0
+        try:
+            result = adapters.call(adapter, req["op"], req["path"], arrays, req["params"])
+            facts = {}
+            if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
+                result, facts = result
+            reply = pack({"status": "ok", "facts": facts}, {"result": result})
+        except adapters.Unsupported as exc:
+            reply = pack({"status": "unsupported", "reason": str(exc)})
+        except Exception as exc:
+            reply = pack({"status": "error", "type": type(exc).__name__, "message": str(exc),
+                          "traceback": traceback.format_exc(limit=8)})
+        channel.write(reply)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
