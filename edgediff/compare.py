@@ -78,7 +78,8 @@ def compare(expected, observed, bound) -> ErrorStatistics:
     bound = np.broadcast_to(np.asarray(bound, dtype=np.float64), exp.shape)
     finite = np.isfinite(exp) & np.isfinite(obs)
     same_special = (np.isnan(exp) & np.isnan(obs)) | (np.isinf(exp) & (exp == obs))
-    err = np.where(finite, np.abs(obs - exp), 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.where(finite, np.abs(obs - exp), 0.0)
     bad = (finite & (err > bound)) | (~finite & ~same_special)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(finite & (exp != 0), err / np.abs(exp), 0.0)
