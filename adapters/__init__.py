@@ -33,6 +33,7 @@ BUILTINS = {
     "ggml": "adapters.ggml",
     "ttnn": "adapters.ttnn",
     "cmsis_nn": "adapters.cmsis_nn",
+    "litert": "adapters.litert",
 }
 DEFAULT_PATH = "default"
 

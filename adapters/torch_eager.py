@@ -72,6 +72,13 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
                             training=False, eps=eps))
 
 
+def conv2d_batch_norm(x, w, running_mean, running_var, b=None, weight=None, bias=None,
+                      stride=1, padding=0, dilation=1, groups=1, eps=1e-5):
+    y = _conv(_t(x), _t(w), _t(b), stride, padding, dilation, groups)
+    return _np(F.batch_norm(y, _t(running_mean), _t(running_var), _t(weight), _t(bias),
+                            training=False, eps=eps))
+
+
 REPRO = '''
 import torch
 import torch.nn.functional as F
@@ -79,13 +86,16 @@ import torch.nn.functional as F
 def run(inputs, params):
     t = {k: torch.from_numpy(v) for k, v in inputs.items()}
     op = OP
-    if op in ("conv2d", "depthwise_conv2d"):
+    if op in ("conv2d", "depthwise_conv2d", "conv2d_batch_norm"):
         x, pad = t["x"], params["padding"]
         if isinstance(pad, tuple) and isinstance(pad[0], tuple):
             (top, bottom), (left, right) = pad
             x, pad = F.pad(x, (left, right, top, bottom)), 0
         groups = params.get("groups", x.shape[1])
         y = F.conv2d(x, t["w"], t.get("b"), params["stride"], pad, params["dilation"], groups)
+        if op == "conv2d_batch_norm":
+            y = F.batch_norm(y, t["running_mean"], t["running_var"], t.get("weight"),
+                             t.get("bias"), training=False, eps=params["eps"])
     elif op == "clamp":
         y = torch.clamp(t["x"], params["min"], params["max"])
     elif op == "mean":

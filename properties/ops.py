@@ -42,6 +42,27 @@ def conv_bound(case: Case, expected, arith: Arithmetic):
     return sum_of_products_bound(magnitude, expected, k, arith, case.dtype)
 
 
+def conv_batch_norm_bound(case: Case, expected, arith: Arithmetic):
+    """The conv bound carried through BN's scale, plus BN's own roundings.
+
+    A backend may fold BN into the weights first (rounding w*scale once more per term),
+    so each product gets one extra rounding: 3 instead of 2 input-side roundings."""
+    inp, p = case.inputs, case.params
+    conv_params = {k: v for k, v in p.items() if k != "eps"}
+    conv_inputs = {k: inp[k] for k in ("x", "w", "b") if k in inp}
+    o = inp["w"].shape[0]
+    scale = np.abs(inp.get("weight", np.ones(o))) / np.sqrt(inp["running_var"].astype(np.float64) + p["eps"])
+    absolute = {k: np.abs(v) for k, v in conv_inputs.items()}
+    magnitude = reference.conv2d(**absolute, **conv_params)
+    k = inp["w"].shape[1] * inp["w"].shape[2] * inp["w"].shape[3]
+    u_acc = arith.u("accumulate")
+    conv_err = (2.0 * arith.u_inputs(case.dtype) + gamma(k + 3, u_acc)) * magnitude
+    terms = (magnitude + np.abs(inp["running_mean"])[None, :, None, None]) * scale[None, :, None, None]
+    terms = terms + np.abs(inp.get("bias", np.zeros(o)))[None, :, None, None]
+    return (conv_err * scale[None, :, None, None] + 8 * u_acc * terms
+            + arith.u("output") * np.abs(expected) + k * 2.0 ** -126)
+
+
 def mean_bound(case: Case, expected, arith: Arithmetic):
     x = case.inputs["x"]
     magnitude = reference.mean(np.abs(x), **case.params)
@@ -126,6 +147,8 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in [
     OpSpec("view", reference.view, S.view_cases, exact, layout_pattern),
     OpSpec("permute", reference.permute, S.permute_cases, exact, layout_pattern),
     OpSpec("batch_norm", reference.batch_norm, S.batch_norm_cases, batch_norm_bound, layout_pattern),
+    OpSpec("conv2d_batch_norm", reference.conv2d_batch_norm, S.conv2d_batch_norm_cases,
+           conv_batch_norm_bound, conv_pattern),
 ]}
 
 

@@ -254,3 +254,19 @@ def batch_norm_cases(draw, specials: bool = False):
     eps = draw(st.sampled_from([1e-5, 1e-3, 0.1]), label="eps")
     layout = draw(layouts) if len(shape) == 4 else "contiguous"
     return Case("batch_norm", inputs, {"eps": eps}, layout)
+
+
+@st.composite
+def conv2d_batch_norm_cases(draw, specials: bool = False):
+    """A conv followed by BN on its output channels (the pattern BN-folding passes rewrite)."""
+    conv = draw(conv2d_cases(specials))
+    o = conv.inputs["w"].shape[0]
+    inputs = dict(conv.inputs)
+    inputs["running_mean"] = draw(values((o,), specials))
+    inputs["running_var"] = draw(variances(o))
+    if draw(st.booleans(), label="weight"):
+        inputs["weight"] = draw(values((o,), specials))
+    if draw(st.booleans(), label="bias"):
+        inputs["bias"] = draw(values((o,), specials))
+    eps = draw(st.sampled_from([1e-5, 1e-3, 0.1]), label="eps")
+    return Case("conv2d_batch_norm", inputs, dict(conv.params, eps=eps), conv.layout)

@@ -3,11 +3,11 @@
 All inputs are NCHW NumPy arrays; computation and results are float64.
 Semantics follow PyTorch; invalid configurations raise ``ValueError``.
 """
-from .batchnorm import batch_norm, fold_batch_norm
+from .batchnorm import batch_norm, conv2d_batch_norm, fold_batch_norm
 from .conv import conv2d, depthwise_conv2d
 from .elementwise import clamp
 from .reduce import mean
 from .shape import permute, view
 
 __all__ = ["conv2d", "depthwise_conv2d", "clamp", "mean", "view", "permute",
-           "batch_norm", "fold_batch_norm"]
+           "batch_norm", "fold_batch_norm", "conv2d_batch_norm"]

@@ -59,3 +59,12 @@ def fold_batch_norm(w, b, running_mean, running_var, weight, bias, eps=1e-5):
     if s["bias"] is not None:
         b_folded = b_folded + s["bias"]
     return w * scale[:, None, None, None], b_folded
+
+
+def conv2d_batch_norm(x, w, running_mean, running_var, b=None, weight=None, bias=None,
+                      stride=1, padding=0, dilation=1, groups=1, eps=1e-5):
+    """conv2d followed by inference batch norm over its output channels (what a
+    backend's BN-folding pass rewrites into one conv)."""
+    from .conv import conv2d
+    return batch_norm(conv2d(x, w, b, stride, padding, dilation, groups),
+                      running_mean, running_var, weight, bias, eps)
