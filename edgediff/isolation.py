@@ -53,6 +53,7 @@ class IsolatedAdapter:
         self.paths = {op: tuple(p) for op, p in hello["paths"].items()}
         self._arith = {k: Arithmetic(**v) for k, v in hello["arithmetic"].items()}
         self._repro = hello["repro"]
+        self.worker_python = hello["python"]
 
     # ---- the adapter contract ------------------------------------------------------------
     def __getattr__(self, op):

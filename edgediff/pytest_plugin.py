@@ -211,15 +211,29 @@ RUN_KEY = pytest.StashKey[EdgeDiffRun]()
 
 
 def pytest_generate_tests(metafunc):
-    if "target" not in metafunc.fixturenames:
-        return
+    if "target" in metafunc.fixturenames:
+        _parametrize(metafunc, "target", lambda adapter, op: adapters.paths(adapter, op), _op_names())
+    if "relation_target" in metafunc.fixturenames:
+        from properties.relations import RELATIONS
+        def relation_paths(adapter, name):
+            rel = RELATIONS[name]
+            if not all(adapters.paths(adapter, op) for op in rel.needs):
+                return ()
+            return adapters.paths(adapter, rel.primary)
+        _parametrize(metafunc, "relation_target", relation_paths, list(RELATIONS))
+
+
+def _op_names():
     from properties.ops import OPS
+    return list(OPS)
+
+
+def _parametrize(metafunc, argname, paths_of, names):
     run = metafunc.config.stash[RUN_KEY]
-    ops = getattr(metafunc.function, "edgediff_ops", None) or list(OPS)
     params = []
     for label, adapter in run.selected:
-        for op in ops:
-            for path in adapters.paths(adapter, op):
+        for op in names:
+            for path in paths_of(adapter, op):
                 t = Target(op, label, adapter, path)
                 params.append(pytest.param(t, id=str(t)))
     for label, reason in run.unavailable.items():
@@ -228,7 +242,7 @@ def pytest_generate_tests(metafunc):
     if not params:
         params.append(pytest.param(None, id="no-backend",
                                    marks=pytest.mark.skip(reason="no backend selected")))
-    metafunc.parametrize("target", params)
+    metafunc.parametrize(argname, params)
 
 
 @pytest.fixture(scope="session")
@@ -249,7 +263,8 @@ def pytest_runtest_call(item):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    target = getattr(item, "callspec", None) and item.callspec.params.get("target")
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    target = params.get("target") or params.get("relation_target")
     if call.when != "call" or not isinstance(target, Target):
         return
     run = item.config.stash[RUN_KEY]
@@ -268,7 +283,7 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_sessionfinish(session):
     run = session.config.stash.get(RUN_KEY, None)
-    if run is not None:
+    if run is not None and (run.tally.rows or run.tally.known_matched):
         run.tally.dump(run.store.root / ".stats" / f"{run.worker}.json")
 
 

@@ -87,10 +87,11 @@ def matrix(rows: dict, fixed: list | None = None) -> str:
         c[2].update(row["new"])
         c[3].update(row["known"])
     width = max(14, *(len(b) + 2 for b in backends))
+    opw = max(len(op) for op in ops) + 2
     lines = ["edgediff op x backend: examples run / unsupported / new findings (+known)",
-             "op".ljust(18) + "".join(b.rjust(width) for b in backends)]
+             "op".ljust(opw) + "".join(b.rjust(width) for b in backends)]
     for op in ops:
-        line = op.ljust(18)
+        line = op.ljust(opw)
         for b in backends:
             if (op, b) not in cells:
                 line += "-".rjust(width)

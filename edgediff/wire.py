@@ -56,5 +56,5 @@ def unpack(stream) -> tuple[dict, dict]:
             a = raw.reshape(n_, h, w, c).transpose(0, 3, 1, 2)
         else:
             a = raw.reshape(shape)
-        arrays[m["name"]] = a.copy() if not a.flags.writeable else a
+        arrays[m["name"]] = a.copy(order="K")   # writable, same memory order
     return header, arrays

@@ -35,6 +35,7 @@ def _describe(adapter, ops):
             src = getattr(adapter, "repro_source", None)
             repro[f"{op}|{p}"] = src(op, p) if callable(src) else None
     return {"name": adapter.name, "version": adapter.version, "paths": paths,
+            "python": sys.executable, "python_version": sys.version.split()[0],
             "arithmetic": arith, "repro": repro,
             "declares_paths": isinstance(getattr(adapter, "paths", None), dict)}
 

@@ -1,0 +1,487 @@
+"""LiteRT (TensorFlow Lite) 2.x through its real interpreter, named ``litert``.
+
+Every example becomes a one-op (or few-op) float32 ``.tflite`` model, built here with the
+flatbuffers object API of ``ai_edge_litert.schema_py_generated`` (no TensorFlow needed),
+loaded with ``ai_edge_litert.interpreter.Interpreter(num_threads=1)`` and invoked. Three
+paths per op:
+
+- ``xnnpack``: ``OpResolverType.AUTO``, which applies the default XNNPACK delegate. After
+  ``allocate_tensors`` (where the delegate is applied) the node list from
+  ``_get_ops_details()`` must show a DELEGATE node that produces the model's outputs and is
+  fed only by the model's inputs and constants; otherwise the example raises
+  ``Unsupported("not delegated: ...")`` before ``invoke``, so a pass on this path is always
+  an XNNPACK result, never a silent fallback to the builtin kernels;
+- ``builtin``: ``BUILTIN_WITHOUT_DEFAULT_DELEGATES``, TFLite's optimized kernels;
+- ``builtin_ref``: ``BUILTIN_REF``, TFLite's reference kernels.
+
+How each op becomes TFLite (what a converter would emit):
+
+- conv2d / depthwise_conv2d: NHWC activations (NumPy transposes at the model boundary:
+  layout plumbing, not computation), CONV_2D with OHWI weights or DEPTHWISE_CONV_2D with
+  1HW(C*M) weights and ``depth_multiplier`` M, a bias tensor (zeros when ``b`` is None).
+  conv2d with ``groups == C`` and one input channel per group is DEPTHWISE_CONV_2D; any
+  other ``groups > 1`` is Unsupported. TFLite has only SAME and VALID padding: explicit
+  pads of zero are VALID, pads equal to TFLite's SAME pads for that configuration
+  (``reference.padding.tflite_same_padding``) are SAME, anything else (asymmetric
+  included) is a PAD op with those pads before a VALID conv.
+- conv2d_batch_norm: one CONV_2D / DEPTHWISE_CONV_2D whose weights and bias are BN folded
+  in (``reference.fold_batch_norm``, float64, then rounded once to float32): a converter
+  folds BN into the conv's constants, so LiteRT never sees the BN.
+- batch_norm: MUL by ``scale`` then ADD ``shift`` per channel, on channels-last data
+  (channel axis moved last in NumPy), with ``scale = weight / sqrt(var + eps)`` and
+  ``shift = bias - mean * scale`` computed in float32, as a converter's constant folding
+  would.
+- clamp: RELU6 for (0, 6), RELU_N1_TO_1 for (-1, 1), RELU_0_TO_1 for (0, 1), RELU for
+  (0, None); otherwise MAXIMUM with a scalar constant ``min`` and/or MINIMUM with ``max``.
+- mean (MEAN with an int32 axis tensor, negative axes as given, ``keep_dims``), view
+  (RESHAPE with an int32 shape tensor, ``-1`` as given) and permute (TRANSPOSE, perm
+  normalised to non-negative as TFLite requires) run on the array's logical NCHW C-order
+  data, whatever its memory layout.
+
+``repro_source`` assembles the standalone part of this module (everything from
+``_litert`` to ``_run_op`` below, plus the pure helpers it uses from ``reference``) with
+``inspect.getsource``, so a repro builds exactly the model the adapter built.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+
+import numpy as np
+
+from adapters import Unsupported
+from reference._args import as_float64, pair, padding4
+from reference.batchnorm import _stats, fold_batch_norm
+from reference.padding import same_padding_2d, tflite_same_padding
+
+try:
+    import ai_edge_litert
+    import flatbuffers  # noqa: F401
+    from ai_edge_litert import schema_py_generated  # noqa: F401
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: F401
+    _IMPORT_ERROR = None
+except ImportError as _exc:  # reported by unavailable_reason
+    ai_edge_litert = None
+    _IMPORT_ERROR = _exc
+
+name = "litert"
+version = getattr(ai_edge_litert, "__version__", "unknown") if ai_edge_litert is not None else "not installed"
+
+PATHS = ("xnnpack", "builtin", "builtin_ref")
+OPS = ("conv2d", "depthwise_conv2d", "conv2d_batch_norm", "clamp", "mean", "view", "permute",
+       "batch_norm")
+paths = {op: PATHS for op in OPS}
+
+
+def unavailable_reason():
+    if _IMPORT_ERROR is not None:
+        return (f"{_IMPORT_ERROR} (pip install ai-edge-litert==2.3.0 flatbuffers)")
+    return None
+
+
+def arithmetic(op, path):
+    """All three paths compute float32 throughout (XNNPACK's default is F32; no F16 flag is
+    set by the Python interpreter)."""
+    from edgediff.tolerance import FLOAT32
+    return FLOAT32
+
+
+# ==== standalone section: copied verbatim into repro scripts (NumPy + ai_edge_litert only) ====
+
+_LITERT = None
+_RESOLVERS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+              "builtin_ref": "BUILTIN_REF"}
+
+
+def _litert():
+    """The LiteRT modules, imported once per process (a dict: schema, flatbuffers, ...)."""
+    global _LITERT
+    if _LITERT is None:
+        import flatbuffers
+        from ai_edge_litert import schema_py_generated as schema
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        class AlignedBuffer(schema.BufferT):
+            """A BufferT whose bytes start 16-byte aligned, as the TFLite converter writes them."""
+
+            def Pack(self, builder):
+                data = None
+                if self.data is not None:
+                    payload = self.data.tobytes()
+                    builder.StartVector(1, len(payload), 16)
+                    builder.head -= len(payload)
+                    builder.Bytes[builder.head:builder.head + len(payload)] = payload
+                    data = builder.EndVector()
+                schema.BufferStart(builder)
+                if data is not None:
+                    schema.BufferAddData(builder, data)
+                return schema.BufferEnd(builder)
+
+        _LITERT = {"schema": schema, "flatbuffers": flatbuffers, "Interpreter": Interpreter,
+                   "OpResolverType": OpResolverType, "AlignedBuffer": AlignedBuffer}
+    return _LITERT
+
+
+class _Graph:
+    """One float32 subgraph under construction: tensors, constant buffers and operators."""
+
+    def __init__(self):
+        self.lt = _litert()
+        self.tensors, self.data, self.operators, self.codes = [], [], [], []
+        self.constants, self.inputs, self.outputs, self.op_names = set(), [], [], []
+
+    def tensor(self, shape, data=None, dtype=np.float32, name=None):
+        s = self.lt["schema"]
+        t = s.TensorT()
+        t.shape = [int(d) for d in shape]
+        t.type = s.TensorType.INT32 if dtype == np.int32 else s.TensorType.FLOAT32
+        t.name = name or f"t{len(self.tensors)}"
+        index = len(self.tensors)
+        if data is not None:
+            arr = np.ascontiguousarray(data, dtype=dtype)
+            if tuple(arr.shape) != tuple(t.shape):
+                arr = arr.reshape(t.shape)
+            self.data.append(arr)
+            t.buffer = len(self.data)          # buffer 0 is the empty one
+            self.constants.add(index)
+        self.tensors.append(t)
+        return index
+
+    def op(self, opname, inputs, outputs, options=None, options_kind=None):
+        s = self.lt["schema"]
+        code = getattr(s.BuiltinOperator, opname)
+        if code not in self.codes:
+            self.codes.append(code)
+        o = s.OperatorT()
+        o.opcodeIndex = self.codes.index(code)
+        o.inputs, o.outputs = list(inputs), list(outputs)
+        if options is not None:
+            o.builtinOptionsType = getattr(s.BuiltinOptions, options_kind)
+            o.builtinOptions = options
+        self.operators.append(o)
+        self.op_names.append(opname)
+
+    def finish(self, inputs, outputs) -> bytes:
+        s, lt = self.lt["schema"], self.lt
+        self.inputs, self.outputs = list(inputs), list(outputs)
+        codes = []
+        for code in self.codes:
+            c = s.OperatorCodeT()
+            c.builtinCode = code
+            c.deprecatedBuiltinCode = min(code, s.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
+            c.version = 1
+            codes.append(c)
+        sg = s.SubGraphT()
+        sg.tensors, sg.operators = self.tensors, self.operators
+        sg.inputs, sg.outputs = self.inputs, self.outputs
+        buffers = [lt["AlignedBuffer"]()]
+        for arr in self.data:
+            b = lt["AlignedBuffer"]()
+            b.data = arr
+            buffers.append(b)
+        m = s.ModelT()
+        m.version, m.operatorCodes, m.subgraphs, m.buffers = 3, codes, [sg], buffers
+        m.description = "edgediff litert adapter"
+        builder = lt["flatbuffers"].Builder(1024 + sum(a.nbytes + 32 for a in self.data))
+        builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+
+def _check_delegated(interp, graph):
+    """XNNPACK must have taken every op: a DELEGATE node produces the graph outputs and reads
+    only graph inputs and constants. Raises Unsupported("not delegated: ...") otherwise."""
+    nodes = interp._get_ops_details()
+    delegates = [d for d in nodes if d["op_name"] == "DELEGATE"]
+    produced, consumed = set(), set()
+    for d in delegates:
+        produced.update(int(t) for t in d["outputs"])
+        consumed.update(int(t) for t in d["inputs"] if t != -1)
+    allowed = set(graph.inputs) | graph.constants
+    if delegates and set(graph.outputs) <= produced and consumed <= allowed:
+        return
+    needed = consumed | set(graph.outputs)
+    left = [d["op_name"] for d in nodes if d["op_name"] != "DELEGATE"
+            and not set(int(t) for t in d["outputs"]) & produced
+            and set(int(t) for t in d["outputs"]) & needed]
+    left = left or [d["op_name"] for d in nodes if d["op_name"] != "DELEGATE"]
+    raise Unsupported(f"not delegated: XNNPACK left {'+'.join(left)} to the builtin kernels")
+
+
+def _execute(graph, model, path, feed):
+    """Load ``model`` in a fresh interpreter for ``path`` and run it on ``feed`` (one array)."""
+    lt = _litert()
+    if path not in _RESOLVERS:
+        raise ValueError(f"unknown litert path {path!r}; known: {sorted(_RESOLVERS)}")
+    interp = lt["Interpreter"](
+        model_content=model, num_threads=1,
+        experimental_op_resolver_type=getattr(lt["OpResolverType"], _RESOLVERS[path]))
+    interp.allocate_tensors()                  # the default delegate is applied here
+    if path == "xnnpack":
+        _check_delegated(interp, graph)
+    interp.set_tensor(graph.inputs[0], np.ascontiguousarray(feed, dtype=np.float32))
+    interp.invoke()
+    return interp.get_tensor(graph.outputs[0])
+
+
+def _conv_model(op, inputs, params):
+    """(graph, model bytes, NHWC feed, facts) for conv2d / depthwise_conv2d / conv2d_batch_norm."""
+    s = _litert()["schema"]
+    x = np.asarray(inputs["x"])
+    w = np.asarray(inputs["w"])
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    groups = c if op == "depthwise_conv2d" else int(params.get("groups", 1))
+    if groups != 1 and not (groups == c and cg == 1):
+        raise Unsupported(f"grouped conv (groups={groups}, {cg} input channels per group): "
+                          "only groups=1 (CONV_2D) and depthwise (DEPTHWISE_CONV_2D) are mapped")
+    depthwise = groups != 1 or op == "depthwise_conv2d"
+    b = inputs.get("b")
+    if op == "conv2d_batch_norm":              # folded in float64, rounded once to float32
+        w, b = fold_batch_norm(w, b, inputs["running_mean"], inputs["running_var"],
+                               inputs.get("weight"), inputs.get("bias"), params.get("eps", 1e-5))
+    w = np.asarray(w, dtype=np.float32)
+    b = np.zeros(o, np.float32) if b is None else np.asarray(b, dtype=np.float32)
+    sh, sw = pair(params.get("stride", 1), "stride", 1)
+    dh, dw = pair(params.get("dilation", 1), "dilation", 1)
+    top, bottom, left, right = padding4(params.get("padding", 0))
+    (st, sb), (sl, sr) = same_padding_2d((h, wd), (kh, kw), (sh, sw), (dh, dw))
+    if (top, bottom, left, right) == (0, 0, 0, 0):
+        mode, pad = "VALID", None
+    elif (top, bottom, left, right) == (st, sb, sl, sr):
+        mode, pad = "SAME", None
+    else:
+        mode, pad = "VALID", (top, bottom, left, right)
+
+    g = _Graph()
+    xi = g.tensor((n, h, wd, c), name="x")
+    src, ph, pw = xi, h, wd
+    if pad is not None:
+        ph, pw = h + top + bottom, wd + left + right
+        pads = g.tensor((4, 2), [[0, 0], [top, bottom], [left, right], [0, 0]], np.int32, "paddings")
+        src = g.tensor((n, ph, pw, c), name="x_padded")
+        g.op("PAD", [xi, pads], [src], s.PadOptionsT(), "PadOptions")
+    if mode == "SAME":
+        oh, ow = -(-h // sh), -(-wd // sw)
+    else:
+        oh, ow = (ph - dh * (kh - 1) - 1) // sh + 1, (pw - dw * (kw - 1) - 1) // sw + 1
+    bi = g.tensor((o,), b, name="bias")
+    yi = g.tensor((n, oh, ow, o), name="y")
+    if depthwise:
+        wi = g.tensor((1, kh, kw, o), w.reshape(o, kh, kw).transpose(1, 2, 0), name="w_1hwo")
+        opts = s.DepthwiseConv2DOptionsT()
+        opts.depthMultiplier = o // c
+        kind, opname = "DepthwiseConv2DOptions", "DEPTHWISE_CONV_2D"
+    else:
+        wi = g.tensor((o, kh, kw, c), w.transpose(0, 2, 3, 1), name="w_ohwi")
+        opts = s.Conv2DOptionsT()
+        kind, opname = "Conv2DOptions", "CONV_2D"
+    opts.padding = getattr(s.Padding, mode)
+    opts.strideH, opts.strideW = sh, sw
+    opts.dilationHFactor, opts.dilationWFactor = dh, dw
+    opts.fusedActivationFunction = s.ActivationFunctionType.NONE
+    g.op(opname, [src, wi, bi], [yi], opts, kind)
+    model = g.finish([xi], [yi])
+    facts = {"tflite_ops": "+".join(g.op_names), "tflite_padding": mode}
+    return g, model, x.transpose(0, 2, 3, 1), facts
+
+
+def _clamp_model(x, lo, hi):
+    s = _litert()["schema"]
+    g = _Graph()
+    shape = x.shape
+    xi = g.tensor(shape, name="x")
+    yi = g.tensor(shape, name="y")
+    fused = {(0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1", (0.0, 1.0): "RELU_0_TO_1",
+             (0.0, None): "RELU"}
+    key = (None if lo is None else float(lo), None if hi is None else float(hi))
+    if key in fused and hasattr(s.BuiltinOperator, fused[key]):
+        g.op(fused[key], [xi], [yi])
+    else:
+        src = xi
+        if lo is not None:
+            lo_i = g.tensor((), np.float32(lo), name="min")
+            mid = g.tensor(shape, name="x_max") if hi is not None else yi
+            g.op("MAXIMUM", [src, lo_i], [mid])
+            src = mid
+        if hi is not None:
+            hi_i = g.tensor((), np.float32(hi), name="max")
+            g.op("MINIMUM", [src, hi_i], [yi])
+    return g, g.finish([xi], [yi])
+
+
+def _mean_model(x, dim, keepdim):
+    s = _litert()["schema"]
+    rank = x.ndim
+    if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        axes = list(range(rank))
+    else:
+        axes = [int(d) for d in ((dim,) if np.ndim(dim) == 0 else dim)]
+    reduced = {a % rank for a in axes}
+    out = [1 if i in reduced else n for i, n in enumerate(x.shape) if keepdim or i not in reduced]
+    g = _Graph()
+    xi = g.tensor(x.shape, name="x")
+    ai = g.tensor((len(axes),), axes, np.int32, "axis")
+    yi = g.tensor(out, name="y")
+    opts = s.ReducerOptionsT()
+    opts.keepDims = bool(keepdim)
+    g.op("MEAN", [xi, ai], [yi], opts, "ReducerOptions")
+    return g, g.finish([xi], [yi])
+
+
+def _reshape_model(x, shape):
+    s = _litert()["schema"]
+    shape = [int(d) for d in shape]
+    known = math.prod(d for d in shape if d != -1)
+    out = [x.size // known if d == -1 else d for d in shape]
+    g = _Graph()
+    xi = g.tensor(x.shape, name="x")
+    si = g.tensor((len(shape),), shape, np.int32, "shape")
+    yi = g.tensor(out, name="y")
+    g.op("RESHAPE", [xi, si], [yi], s.ReshapeOptionsT(), "ReshapeOptions")
+    return g, g.finish([xi], [yi])
+
+
+def _transpose_model(x, dims):
+    s = _litert()["schema"]
+    perm = [int(d) % x.ndim for d in dims]
+    g = _Graph()
+    xi = g.tensor(x.shape, name="x")
+    pi = g.tensor((len(perm),), perm, np.int32, "perm")
+    yi = g.tensor([x.shape[p] for p in perm], name="y")
+    g.op("TRANSPOSE", [xi, pi], [yi], s.TransposeOptionsT(), "TransposeOptions")
+    return g, g.finish([xi], [yi])
+
+
+def _batch_norm_model(shape_last, scale, shift):
+    s = _litert()["schema"]
+    g = _Graph()
+    xi = g.tensor(shape_last, name="x")
+    si = g.tensor(scale.shape, scale, name="scale")
+    bi = g.tensor(shift.shape, shift, name="shift")
+    mi = g.tensor(shape_last, name="x_scaled")
+    yi = g.tensor(shape_last, name="y")
+    g.op("MUL", [xi, si], [mi], s.MulOptionsT(), "MulOptions")
+    g.op("ADD", [mi, bi], [yi], s.AddOptionsT(), "AddOptions")
+    return g, g.finish([xi], [yi])
+
+
+def _run_op(op, path, inputs, params):
+    """Build ``op``'s model, run it through ``path``; returns (NCHW result, facts)."""
+    x = np.asarray(inputs["x"])
+    if op in ("conv2d", "depthwise_conv2d", "conv2d_batch_norm"):
+        g, model, feed, facts = _conv_model(op, inputs, params)
+        return _execute(g, model, path, feed).transpose(0, 3, 1, 2), facts
+    if op == "batch_norm":
+        c = x.shape[1]
+        f32 = np.float32
+        var = np.asarray(inputs["running_var"], f32)
+        weight = inputs.get("weight")
+        weight = np.ones(c, f32) if weight is None else np.asarray(weight, f32)
+        bias = inputs.get("bias")
+        bias = np.zeros(c, f32) if bias is None else np.asarray(bias, f32)
+        scale = weight / np.sqrt(var + f32(params.get("eps", 1e-5)))
+        shift = bias - np.asarray(inputs["running_mean"], f32) * scale
+        last = np.moveaxis(x, 1, -1)                    # channels last, as TFLite lays it out
+        g, model = _batch_norm_model(last.shape, scale, shift)
+        return np.moveaxis(_execute(g, model, path, last), -1, 1), {"tflite_ops": "MUL+ADD"}
+    data = np.ascontiguousarray(x, dtype=np.float32)  # logical (NCHW) C-order data
+    if op == "clamp":
+        g, model = _clamp_model(data, params.get("min"), params.get("max"))
+    elif op == "mean":
+        g, model = _mean_model(data, params.get("dim"), params.get("keepdim", False))
+    elif op == "view":
+        g, model = _reshape_model(data, params["shape"])
+    elif op == "permute":
+        g, model = _transpose_model(data, params["dims"])
+    else:
+        raise Unsupported(f"litert adapter has no {op}")
+    return _execute(g, model, path, data), {"tflite_ops": "+".join(g.op_names)}
+
+# ==== end of the standalone section ==========================================================
+
+
+def _call(op, path, arrays, params):
+    if path not in PATHS:
+        raise ValueError(f"unknown litert path {path!r}; known: {PATHS}")
+    return _run_op(op, path, {k: v for k, v in arrays.items() if v is not None}, params)
+
+
+def conv2d(x, w, b=None, stride=1, padding=0, dilation=1, groups=1, path="xnnpack"):
+    return _call("conv2d", path, {"x": x, "w": w, "b": b},
+                 {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups})
+
+
+def depthwise_conv2d(x, w, b=None, stride=1, padding=0, dilation=1, path="xnnpack"):
+    return _call("depthwise_conv2d", path, {"x": x, "w": w, "b": b},
+                 {"stride": stride, "padding": padding, "dilation": dilation})
+
+
+def conv2d_batch_norm(x, w, running_mean, running_var, b=None, weight=None, bias=None,
+                      stride=1, padding=0, dilation=1, groups=1, eps=1e-5, path="xnnpack"):
+    arrays = {"x": x, "w": w, "b": b, "running_mean": running_mean, "running_var": running_var,
+              "weight": weight, "bias": bias}
+    return _call("conv2d_batch_norm", path, arrays,
+                 {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups,
+                  "eps": eps})
+
+
+def clamp(x, min=None, max=None, path="xnnpack"):  # noqa: A002 - PyTorch's parameter names
+    return _call("clamp", path, {"x": x}, {"min": min, "max": max})
+
+
+def mean(x, dim=None, keepdim=False, path="xnnpack"):
+    return _call("mean", path, {"x": x}, {"dim": dim, "keepdim": keepdim})
+
+
+def view(x, shape, path="xnnpack"):
+    return _call("view", path, {"x": x}, {"shape": shape})
+
+
+def permute(x, dims, path="xnnpack"):
+    return _call("permute", path, {"x": x}, {"dims": dims})
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, eps=1e-5, path="xnnpack"):
+    arrays = {"x": x, "running_mean": running_mean, "running_var": running_var,
+              "weight": weight, "bias": bias}
+    return _call("batch_norm", path, arrays, {"eps": eps})
+
+
+# ---- standalone repro source --------------------------------------------------------------
+
+_STANDALONE = (as_float64, pair, padding4, _stats, fold_batch_norm, tflite_same_padding,
+               same_padding_2d, _litert, _Graph, _check_delegated, _execute, _conv_model,
+               _clamp_model, _mean_model, _reshape_model, _transpose_model, _batch_norm_model,
+               _run_op)
+
+_REPRO_HEAD = '''import math
+
+import numpy as np
+
+
+class Unsupported(Exception):
+    """This configuration has no LiteRT model, or (xnnpack) XNNPACK did not take the op."""
+
+
+_LITERT = None
+_RESOLVERS = {resolvers!r}
+'''
+
+_REPRO_TAIL = '''
+
+OP, PATH = {op!r}, {path!r}
+
+
+def run(inputs, params):
+    """Build the one-op .tflite model and run it through LiteRT ({path}); NCHW result."""
+    return _run_op(OP, PATH, inputs, params)[0]
+'''
+
+_SOURCE_CACHE = []
+
+
+def repro_source(op, path):
+    if not _SOURCE_CACHE:
+        body = "\n\n".join(inspect.getsource(f).rstrip() + "\n" for f in _STANDALONE)
+        _SOURCE_CACHE.append(_REPRO_HEAD.format(resolvers=_RESOLVERS) + "\n\n" + body)
+    return _SOURCE_CACHE[0] + _REPRO_TAIL.format(op=op, path=path)
