@@ -280,7 +280,8 @@ def test_repro_source_runs_standalone(tmp_path):
             outcome = run_case(case, L, path, OPS[case.op])
             assert outcome.kind == "pass", outcome.message()
             source = L.repro_source(case.op, path)
-            for word in ("import adapters", "edgediff", "from reference", "import reference"):
+            for word in ("import adapters", "from adapters", "import edgediff", "from edgediff",
+                         "from reference", "import reference"):
                 assert word not in source, word
             directory, _ = store.write(outcome, (label,), source)
             key = f"{label}|{path}"

@@ -1,0 +1,104 @@
+"""Conv examples per second through the litert adapter, per path, on one core.
+
+Generates ~300 conv2d cases with the property strategy (Hypothesis, generate phase only),
+keeps the ones LiteRT can express (groups == 1 or depthwise), then calls the adapter
+directly (build the .tflite model, load it, invoke) for every case and path. The golden
+op is not timed. Prints a Markdown table.
+
+    .venv/bin/python benchmarks/bench_litert.py [--cases 300] [--repeat 3] [--cpu 0]
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+
+import adapters  # noqa: E402
+from properties import strategies as S  # noqa: E402
+
+
+def generate_cases(n: int) -> list:
+    cases = []
+
+    @settings(max_examples=n, database=None, phases=[Phase.generate], deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(S.conv2d_cases())
+    def collect(case):
+        cases.append(case)
+
+    collect()
+    return cases
+
+
+def expressible(litert, case) -> bool:
+    try:
+        litert.conv2d(**case.arrays_for_backend(), **case.params, path="builtin_ref")
+        return True
+    except adapters.Unsupported:
+        return False
+
+
+def time_path(litert, cases, path, repeat):
+    """Seconds per call (best of ``repeat`` passes per case) and the calls that were Unsupported."""
+    per_case, skipped = [], 0
+    for case in cases:
+        arrays = case.arrays_for_backend()
+        best = None
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            try:
+                litert.conv2d(**arrays, **case.params, path=path)
+            except adapters.Unsupported:
+                skipped += 1
+                best = None
+                break
+            dt = time.perf_counter() - t0
+            best = dt if best is None else min(best, dt)
+        if best is not None:
+            per_case.append(best)
+    return per_case, skipped
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cases", type=int, default=300)
+    ap.add_argument("--repeat", type=int, default=3, help="timed calls per case (best is kept)")
+    ap.add_argument("--cpu", type=int, default=None, help="pin to this CPU (default: the first allowed)")
+    args = ap.parse_args(argv)
+
+    if hasattr(os, "sched_setaffinity"):
+        cpu = args.cpu if args.cpu is not None else min(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpu})
+    litert = adapters.load("litert")
+    generated = generate_cases(args.cases)
+    cases = [c for c in generated if expressible(litert, c)]
+    for path in litert.PATHS:                      # warm-up: imports, XNNPACK delegate creation
+        litert.conv2d(**cases[0].arrays_for_backend(), **cases[0].params, path=path)
+    gc.collect()
+    gc.freeze()
+
+    print(f"litert {litert.version}: {len(cases)} conv2d cases LiteRT can express "
+          f"(of {len(generated)} generated; grouped convs are Unsupported), one core, "
+          f"num_threads=1, best of {args.repeat} calls per case\n")
+    print("| path | examples/s | mean ms | median ms | p95 ms | max ms | not delegated |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for path in litert.PATHS:
+        times, skipped = time_path(litert, cases, path, args.repeat)
+        total = sum(times)
+        q = statistics.quantiles(times, n=20)
+        print(f"| {path} | {len(times) / total:.0f} | {1e3 * total / len(times):.3f} | "
+              f"{1e3 * statistics.median(times):.3f} | {1e3 * q[18]:.3f} | {1e3 * max(times):.3f} | "
+              f"{skipped} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

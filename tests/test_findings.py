@@ -1,0 +1,92 @@
+"""Findings: written once per signature, read back identically, smaller examples win,
+and repro.py runs standalone."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgediff.case import Case
+from edgediff.findings import FindingStore, load_findings
+from edgediff.runner import run_case
+from properties.ops import OPS, conv_pattern
+from tests import planted
+
+
+def conv_case(n=1, c=2, size=4):
+    rng = np.random.default_rng(n * 100 + c)
+    return Case("conv2d",
+                {"x": rng.integers(-4, 5, (n, c, size, size)).astype(np.float32),
+                 "w": rng.integers(-4, 5, (3, c, 2, 2)).astype(np.float32)},
+                {"stride": 1, "padding": ((1, 0), (0, 1)), "dilation": 1, "groups": 1})
+
+
+def failing_outcome(case):
+    out = run_case(case, planted.swapped_padding, "default", OPS["conv2d"])
+    assert out.kind == "mismatch"
+    return out
+
+
+def test_finding_files_round_trip(tmp_path):
+    store = FindingStore(tmp_path)
+    outcome = failing_outcome(conv_case())
+    directory, new = store.write(outcome, conv_pattern(outcome.case), None)
+    assert new
+    back = Case.load(directory)
+    assert back.params == outcome.case.params                # tuples stay tuples
+    for k, v in outcome.case.inputs.items():
+        np.testing.assert_array_equal(back.inputs[k], v)
+        assert back.inputs[k].dtype == v.dtype
+    record = json.loads((directory / "finding.json").read_text())
+    assert record["kind"] == "mismatch" and record["stats"]["mismatches"] == outcome.stats.mismatches
+    assert record["params"]["padding"] == [[1, 0], [0, 1]]   # readable form for people
+    issue = (directory / "ISSUE.md").read_text()
+    assert "planted_swapped_padding" in issue and "python repro.py" in issue
+    assert "outside the bound" in issue
+
+
+def test_same_signature_is_grouped_and_the_smaller_example_wins(tmp_path):
+    store = FindingStore(tmp_path)
+    big, small = failing_outcome(conv_case(n=2, c=3, size=6)), failing_outcome(conv_case())
+    d1, new1 = store.write(big, conv_pattern(big.case), None)
+    d2, new2 = store.write(small, conv_pattern(small.case), None)
+    assert d1 == d2 and new1 and not new2
+    assert Case.load(d1).inputs["x"].shape == (1, 2, 4, 4)
+    d3, _ = store.write(big, conv_pattern(big.case), None)
+    assert Case.load(d3).inputs["x"].shape == (1, 2, 4, 4)      # not replaced by a bigger one
+    [record] = load_findings(tmp_path)
+    assert record["occurrences"] == 3
+
+
+def test_log_has_every_example(tmp_path):
+    store = FindingStore(tmp_path, worker="gw7")
+    outcome = failing_outcome(conv_case())
+    store.log(outcome, ("a",))
+    store.log(outcome, ("a",), shrunk=True)
+    lines = (tmp_path / "log" / "gw7.jsonl").read_text().splitlines()
+    assert [json.loads(l)["shrunk"] for l in lines] == [False, True]
+
+
+def test_builtin_repro_is_standalone_and_says_pass_or_fail(tmp_path):
+    pytest.importorskip("torch", reason="the torch adapter's repro needs torch")
+    from adapters import torch_eager
+    case = conv_case()
+    outcome = run_case(case, torch_eager, "default", OPS["conv2d"])
+    assert outcome.kind == "pass"
+    outcome.kind = "mismatch"                            # store it as if it had failed
+    store = FindingStore(tmp_path)
+    directory, _ = store.write(outcome, conv_pattern(case), torch_eager.repro_source("conv2d", "default"))
+    source = (directory / "repro.py").read_text()
+    assert "edgediff" not in source.split("# ---- how the backend")[1]   # needs only numpy + torch
+    env = {"PATH": "/usr/bin:/bin"}                                  # no PYTHONPATH to the repo
+    ok = subprocess.run([sys.executable, "repro.py"], cwd=directory, capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and ok.stdout.strip() == "PASS", ok.stdout + ok.stderr
+    with np.load(directory / "inputs.npz") as data:                   # plant a wrong expectation
+        arrays = dict(data)
+    arrays["expected"] = arrays["expected"] + 1.0
+    np.savez(directory / "inputs.npz", **arrays)
+    bad = subprocess.run([sys.executable, "repro.py"], cwd=directory, capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and bad.stdout.startswith("FAIL: "), bad.stdout + bad.stderr
