@@ -216,9 +216,9 @@ def build_module(op, inputs, params):
     return module.eval(), to_torch_input(x)
 
 
-def lower_program(module, x, xnnpack):
-    """(edge program manager, executorch program manager): export with ``x`` (its memory format
-    included), lower with the XnnpackPartitioner (or none: portable kernels), serialise."""
+def lower_to_edge(module, x, xnnpack):
+    """Export with ``x`` (its memory format included) and lower: with the XnnpackPartitioner,
+    or without a partitioner (every node then runs as a portable kernel)."""
     from executorch.exir import to_edge_transform_and_lower
     partitioner = None
     if xnnpack:
@@ -226,8 +226,14 @@ def lower_program(module, x, xnnpack):
         partitioner = [XnnpackPartitioner()]
     with torch.no_grad():
         exported = torch.export.export(module, (x,))
-    edge = to_edge_transform_and_lower(exported, partitioner=partitioner)
-    return edge, edge.to_executorch()
+    return to_edge_transform_and_lower(exported, partitioner=partitioner)
+
+
+def not_delegated(edge):
+    """Compute nodes the partitioner left outside every delegate."""
+    gm = edge.exported_program().graph_module
+    return [str(n.target) for n in gm.graph.nodes if n.op == "call_function" and
+            getattr(n.target, "__name__", "") not in ("executorch_call_delegate", "getitem")]
 
 
 def execute_program(buffer, x, etdump_path=None):
@@ -247,8 +253,8 @@ def execute_program(buffer, x, etdump_path=None):
 # =================================================================================================
 
 STANDALONE = (is_channels_last, to_torch_input, conv_layer, batch_norm_layer, ConvModule,
-              FunctionModule, BatchNormModule, clamp_function, build_module, lower_program,
-              execute_program)
+              FunctionModule, BatchNormModule, clamp_function, build_module, lower_to_edge,
+              not_delegated, execute_program)
 
 _FLOAT_KINDS = "f"
 _SETUP_DONE = False
@@ -383,15 +389,15 @@ class Lowerer:
         tpl = Template()
         self.stats["lowerings"] += 1
         try:
-            edge, et = lower_program(module, x, self.xnnpack)
+            edge = lower_to_edge(module, x, self.xnnpack)
+            tpl.facts = self._delegation_facts(edge)   # before to_executorch rewrites the graph
+            if self.xnnpack and tpl.facts["not_delegated"]:
+                tpl.error = adapters.Unsupported(
+                    "not delegated: " + ", ".join(tpl.facts["not_delegated"]))
+                return tpl
+            tpl.buffer = bytes(edge.to_executorch().buffer)
         except Exception as exc:          # a lowering failure is the backend's answer
             tpl.error = exc
-            return tpl
-        tpl.facts = self._delegation_facts(edge)
-        if self.xnnpack and tpl.facts["not_delegated"]:
-            tpl.error = adapters.Unsupported(
-                "not delegated: " + ", ".join(tpl.facts["not_delegated"]))
-        tpl.buffer = bytes(et.buffer)
         return tpl
 
     def _delegation_facts(self, edge) -> dict:
@@ -406,7 +412,8 @@ class Lowerer:
                 n_delegates += 1
                 lowered = getattr(gm, node.args[0].target)
                 delegated += [_op_name(n.target) for n in lowered.original_module.graph.nodes
-                              if n.op == "call_function"]
+                              if n.op == "call_function"
+                              and getattr(n.target, "__name__", "") != "getitem"]
             elif name != "getitem":
                 outside.append(_op_name(node.target))
         facts = {"delegates": n_delegates, "delegated": delegated, "not_delegated": outside}
@@ -594,13 +601,10 @@ REPRO_RUN = '''
 def run(inputs, params):
     """Build the module, lower it as edgediff did and execute it with the ExecuTorch runtime."""
     module, x = build_module(OP, inputs, params)
-    edge, et = lower_program(module, x, xnnpack=XNNPACK)
-    gm = edge.exported_program().graph_module
-    outside = [str(n.target) for n in gm.graph.nodes if n.op == "call_function"
-               and getattr(n.target, "__name__", "") not in ("executorch_call_delegate", "getitem")]
-    if XNNPACK and outside:
-        print("note: not delegated to XNNPACK:", outside)
-    return execute_program(et.buffer, x)
+    edge = lower_to_edge(module, x, xnnpack=XNNPACK)
+    if XNNPACK and not_delegated(edge):
+        print("note: not delegated to XNNPACK:", not_delegated(edge))
+    return execute_program(edge.to_executorch().buffer, x)
 '''
 
 
@@ -614,3 +618,62 @@ def repro_source(op: str, xnnpack: bool) -> str:
         src = src.replace("(torch.nn.Module if torch is not None else object)", "(torch.nn.Module)")
         body.append(src)
     return "\n".join(head) + "\n\n" + "\n\n".join(body) + REPRO_RUN
+
+
+# ---- the op functions both adapters expose ----------------------------------------------------------
+
+class Backend:
+    """The adapter-contract op functions over one Lowerer. Lowering machinery is set up on first
+    use, so importing an adapter (e.g. to list backends) stays cheap."""
+
+    def __init__(self, xnnpack: bool, path: str):
+        self.xnnpack, self.path, self._lowerer = xnnpack, path, None
+
+    @property
+    def lowerer(self) -> Lowerer:
+        if self._lowerer is None:
+            setup()
+            self._lowerer = Lowerer(self.xnnpack)
+        return self._lowerer
+
+    def _run(self, op, arrays, params, path):
+        if path != self.path:
+            raise ValueError(f"unknown path {path!r}; this backend has {self.path!r}")
+        arrays = {k: v for k, v in arrays.items() if v is not None}
+        return self.lowerer.run(op, arrays, params)
+
+    def conv2d(self, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, path=None):
+        return self._run("conv2d", dict(x=x, w=w, b=b), dict(
+            stride=stride, padding=padding, dilation=dilation, groups=groups), path or self.path)
+
+    def depthwise_conv2d(self, x, w, b=None, stride=1, padding=0, dilation=1, path=None):
+        return self._run("depthwise_conv2d", dict(x=x, w=w, b=b), dict(
+            stride=stride, padding=padding, dilation=dilation), path or self.path)
+
+    def conv2d_batch_norm(self, x, w, running_mean, running_var, b=None, weight=None, bias=None,
+                          stride=1, padding=0, dilation=1, groups=1, eps=1e-5, path=None):
+        arrays = dict(x=x, w=w, b=b, running_mean=running_mean, running_var=running_var,
+                      weight=weight, bias=bias)
+        return self._run("conv2d_batch_norm", arrays, dict(
+            stride=stride, padding=padding, dilation=dilation, groups=groups, eps=eps),
+            path or self.path)
+
+    def clamp(self, x, min=None, max=None, path=None):  # noqa: A002
+        return self._run("clamp", dict(x=x), dict(min=min, max=max), path or self.path)
+
+    def mean(self, x, dim=None, keepdim=False, path=None):
+        return self._run("mean", dict(x=x), dict(dim=dim, keepdim=keepdim), path or self.path)
+
+    def view(self, x, shape, path=None):
+        return self._run("view", dict(x=x), dict(shape=shape), path or self.path)
+
+    def permute(self, x, dims, path=None):
+        return self._run("permute", dict(x=x), dict(dims=dims), path or self.path)
+
+    def batch_norm(self, x, running_mean, running_var, weight=None, bias=None, eps=1e-5, path=None):
+        arrays = dict(x=x, running_mean=running_mean, running_var=running_var, weight=weight,
+                      bias=bias)
+        return self._run("batch_norm", arrays, dict(eps=eps), path or self.path)
+
+    def repro_source(self, op, path=None):
+        return repro_source(op, self.xnnpack)

@@ -89,6 +89,9 @@ def arithmetic(op, path):
 # ==== standalone section: copied verbatim into repro scripts (NumPy + ai_edge_litert only) ====
 
 _LITERT = None
+# Grouped CONV_2D (filter O x KH x KW x C/groups): LiteRT 2.3 runs it on all three paths
+# (XNNPACK takes it too), but the adapter keeps other grouped convs Unsupported unless set.
+MAP_GROUPED_CONV = False
 _RESOLVERS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
               "builtin_ref": "BUILTIN_REF"}
 
@@ -231,10 +234,10 @@ def _conv_model(op, inputs, params):
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     groups = c if op == "depthwise_conv2d" else int(params.get("groups", 1))
-    if groups != 1 and not (groups == c and cg == 1):
-        raise Unsupported(f"grouped conv (groups={groups}, {cg} input channels per group): "
-                          "only groups=1 (CONV_2D) and depthwise (DEPTHWISE_CONV_2D) are mapped")
-    depthwise = groups != 1 or op == "depthwise_conv2d"
+    depthwise = op == "depthwise_conv2d" or (groups != 1 and groups == c and cg == 1)
+    if groups != 1 and not depthwise and not MAP_GROUPED_CONV:
+        raise Unsupported("grouped conv: only groups=1 (CONV_2D) and groups=C with one input "
+                          "channel per group (DEPTHWISE_CONV_2D) are mapped")
     b = inputs.get("b")
     if op == "conv2d_batch_norm":              # folded in float64, rounded once to float32
         w, b = fold_batch_norm(w, b, inputs["running_mean"], inputs["running_var"],
@@ -272,7 +275,7 @@ def _conv_model(op, inputs, params):
         opts.depthMultiplier = o // c
         kind, opname = "DepthwiseConv2DOptions", "DEPTHWISE_CONV_2D"
     else:
-        wi = g.tensor((o, kh, kw, c), w.transpose(0, 2, 3, 1), name="w_ohwi")
+        wi = g.tensor((o, kh, kw, cg), w.transpose(0, 2, 3, 1), name="w_ohwi")
         opts = s.Conv2DOptionsT()
         kind, opname = "Conv2DOptions", "CONV_2D"
     opts.padding = getattr(s.Padding, mode)
@@ -464,6 +467,7 @@ class Unsupported(Exception):
 
 
 _LITERT = None
+MAP_GROUPED_CONV = {grouped!r}
 _RESOLVERS = {resolvers!r}
 '''
 
@@ -477,11 +481,11 @@ def run(inputs, params):
     return _run_op(OP, PATH, inputs, params)[0]
 '''
 
-_SOURCE_CACHE = []
+_SOURCE_CACHE = {}
 
 
 def repro_source(op, path):
-    if not _SOURCE_CACHE:
-        body = "\n\n".join(inspect.getsource(f).rstrip() + "\n" for f in _STANDALONE)
-        _SOURCE_CACHE.append(_REPRO_HEAD.format(resolvers=_RESOLVERS) + "\n\n" + body)
-    return _SOURCE_CACHE[0] + _REPRO_TAIL.format(op=op, path=path)
+    if "body" not in _SOURCE_CACHE:
+        _SOURCE_CACHE["body"] = "\n\n".join(inspect.getsource(f).rstrip() + "\n" for f in _STANDALONE)
+    head = _REPRO_HEAD.format(grouped=MAP_GROUPED_CONV, resolvers=_RESOLVERS)
+    return head + "\n\n" + _SOURCE_CACHE["body"] + _REPRO_TAIL.format(op=op, path=path)

@@ -1,0 +1,40 @@
+"""ExecuTorch's portable kernels, in float32: the built-in backend named ``executorch_portable``.
+
+The same modules as ``adapters/xnnpack.py`` (nn.Conv2d with an ``F.pad`` for asymmetric padding,
+nn.BatchNorm in eval mode, F.relu6 / F.hardtanh / torch.clamp, torch.mean, view, permute),
+exported with ``torch.export`` in the case's memory format and lowered with
+``to_edge_transform_and_lower`` *without* a partitioner: every node runs as an ExecuTorch
+portable kernel (``aten::convolution.out``, ``aten::_native_batch_norm_legit_no_training.out``,
+...) in the in-process runtime. Facts name the edge ops of the program and the kernels the
+ETDump of its first run recorded.
+"""
+from __future__ import annotations
+
+from adapters import _executorch as _et
+
+name = "executorch_portable"
+version = f"executorch {_et.EXECUTORCH_VERSION}"
+PATH = "portable/f32"
+_backend = _et.Backend(xnnpack=False, path=PATH)
+paths = {op: (PATH,) for op in ("conv2d", "depthwise_conv2d", "clamp", "mean", "view", "permute",
+                                 "batch_norm", "conv2d_batch_norm")}
+
+
+def unavailable_reason():
+    return _et.unavailable_reason(need_xnnpack=False)
+
+
+def arithmetic(op, path):
+    from edgediff.tolerance import FLOAT32
+    return FLOAT32
+
+
+conv2d = _backend.conv2d
+depthwise_conv2d = _backend.depthwise_conv2d
+conv2d_batch_norm = _backend.conv2d_batch_norm
+clamp = _backend.clamp
+mean = _backend.mean
+view = _backend.view
+permute = _backend.permute
+batch_norm = _backend.batch_norm
+repro_source = _backend.repro_source

@@ -1,0 +1,77 @@
+"""Golden conv2d/depthwise vs torch.nn.functional.conv2d in float64, one thread each
+(BLAS threads included), on the distinct conv layer shapes of MobileNetV2 at 224x224.
+
+    .venv/bin/python benchmarks/bench_reference.py [--write]
+
+Goal (issue 2): geometric-mean ratio golden/torch <= 1.0, worst layer <= 2.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference  # noqa: E402
+from mobilenet_v2 import conv_layers  # noqa: E402
+from results import write_section  # noqa: E402
+
+
+def best_of(fn, repeats=5, min_time=0.2):
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats or time.perf_counter() - start < min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) > 50:
+            break
+    return min(times)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--write", action="store_true", help="update benchmarks/RESULTS.md")
+    ap.add_argument("--size", type=int, default=224)
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    seen, rows = set(), []
+    with threadpool_limits(limits=1):
+        blas = ", ".join(f"{i['internal_api']} {i.get('version')} ({i.get('architecture')})"
+                         for i in threadpool_info())
+        for name, cin, cout, k, s, g, hw in conv_layers(args.size):
+            key = (cin, cout, k, s, g, hw)
+            if key in seen:
+                continue
+            seen.add(key)
+            x = rng.standard_normal((1, cin, hw, hw))
+            w = rng.standard_normal((cout, cin // g, k, k))
+            pad = k // 2
+            tx, tw = torch.from_numpy(x), torch.from_numpy(w)
+            golden = best_of(lambda: reference.conv2d(x, w, stride=s, padding=pad, groups=g))
+            theirs = best_of(lambda: torch.nn.functional.conv2d(tx, tw, stride=s, padding=pad, groups=g))
+            rows.append((name, f"{cin}->{cout} k{k} s{s} g{g} @{hw}", golden, theirs))
+    ratios = [g / t for _, _, g, t in rows]
+    geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    lines = ["| layer | shape | golden ms | torch f64 ms | ratio |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {n} | {shape} | {g * 1e3:.2f} | {t * 1e3:.2f} | {g / t:.2f} |" for n, shape, g, t in rows]
+    lines += ["", f"Geometric-mean ratio golden/torch: **{geo:.2f}** (goal <= 1.0); worst layer: "
+              f"**{max(ratios):.2f}** (goal <= 2). {len(rows)} distinct layers, batch 1, float64, "
+              f"one thread (torch.set_num_threads(1), threadpoolctl limit 1; BLAS: {blas})."]
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        write_section("Golden conv vs torch float64 (MobileNetV2 224x224)",
+                      "OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_reference.py --write", text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from edgediff.cli import main
+
+sys.exit(main())

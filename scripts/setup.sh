@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set up edgediff's virtual environment in .venv (idempotent: a second run only checks).
+#
+# - Python 3.11 venv with the project and every backend that installs from PyPI here:
+#   torch 2.13.0 (pinned in the same pip command, so pip never picks a CUDA build),
+#   ExecuTorch 1.5.1 (XNNPACK + portable kernels), ggml-python 0.0.45 (builds ggml 0.15.3
+#   from source with cmake, portable: GGML_NATIVE=OFF), ai-edge-litert 2.3.0.
+# - A backend that fails to install is reported and skipped: its adapter then says
+#   "unavailable" with the reason and its tests skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${EDGEDIFF_PYTHON:-python3.11}
+VENV=.venv
+STAMP=$VENV/.edgediff-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  echo "setup: .venv is up to date"
+  exit 0
+fi
+command -v "$PY" >/dev/null || { echo "setup: $PY not found (set EDGEDIFF_PYTHON)"; exit 3; }
+[ -x $VENV/bin/python ] || "$PY" -m venv $VENV
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+$PIP install --upgrade pip >/dev/null
+echo "setup: installing edgediff with torch==2.13.0, executorch==1.5.1, ai-edge-litert==2.3.0"
+$PIP install "torch==2.13.0" -e ".[torch,xnnpack,litert,report,dev]"
+echo "setup: installing ggml-python==0.0.45 (compiles ggml, ~1-2 min the first time)"
+if $PIP install "torch==2.13.0" "ggml-python==0.0.45" --config-settings=cmake.define.GGML_NATIVE=OFF; then
+  echo "$want" > "$STAMP"       # only a complete setup is remembered; otherwise retry next time
+else
+  echo "setup: WARNING ggml-python did not build; the ggml adapter will report itself unavailable"
+fi
+echo "setup: done"
