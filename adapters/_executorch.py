@@ -308,6 +308,86 @@ def install_speedups() -> None:
     for mod in (export_utils, decomp_utils, exported_program):
         if getattr(mod, "_collect_all_valid_cia_ops", None) is original:
             mod._collect_all_valid_cia_ops = collect_all_valid_cia_ops
+    _install_fast_cia_override(exported_program)
+
+
+# sha256 prefixes of the torch 2.13.0 sources the fast override below replicates; with any other
+# source it is not installed.
+_OVERRIDE_SOURCE_SHA = "4422dc79d0792af7"
+_PY_IMPL_SOURCE_SHA = "8173bd205b783783"
+
+
+def _install_fast_cia_override(exported_program) -> None:
+    """``torch.export.exported_program._override_composite_implicit_decomp`` with
+    ``OpOverload.py_impl(key)(fn)`` inlined for DispatchKey keys.
+
+    It runs twice per ``run_decompositions`` over ~2000 ops and calls ``py_impl`` ~6000 times;
+    ``py_impl`` evaluates ``collections.abc.Callable[...]`` annotations on every call, which is
+    most of the ~0.3 s it costs per lowering. The replica does the same dictionary updates in the
+    same order (``py_kernels[k] = fn`` after the same duplicate check, then
+    ``_dispatch_cache.clear()``); it is installed only when both torch sources are the ones it
+    was written from."""
+    import functools
+    import hashlib
+    import inspect
+    from contextlib import contextmanager
+    import torch._ops
+    EP = exported_program
+    original = getattr(EP, "_override_composite_implicit_decomp", None)
+    try:
+        sources = [inspect.getsource(original), inspect.getsource(torch._ops.OperatorBase.py_impl)]
+    except (OSError, TypeError):
+        return
+    digests = [hashlib.sha256(src.encode()).hexdigest()[:16] for src in sources]
+    if digests != [_OVERRIDE_SOURCE_SHA, _PY_IMPL_SOURCE_SHA]:
+        return
+    CIA = torch._C.DispatchKey.CompositeImplicitAutograd
+
+    def put(op, key, fn):                          # == op.py_impl(key)(fn) for a DispatchKey
+        if key == torch._C.DispatchKey.Python:
+            raise AssertionError("Please register a mode for the DispatchKey.Python key instead.")
+        if key in op.py_kernels:
+            raise RuntimeError(f"Trying to override a python impl for {key} on operator {op.name()}")
+        op.py_kernels[key] = fn
+        op._dispatch_cache.clear()
+
+    def force_dispatch_to_orig_cia_callable(fake_tensor_mode, op, *args, **kwargs):
+        orig_cia_callable = kwargs["original_callable"]
+        del kwargs["original_callable"]
+        with fake_tensor_mode:
+            return orig_cia_callable(*args, **kwargs)
+
+    @contextmanager
+    def override_composite_implicit_decomp(cia_ops_to_callable):
+        saved_tables = {}
+        patched_ops = set()
+        for op_overload, decomp_callable in cia_ops_to_callable.items():
+            saved_tables[op_overload] = op_overload.py_kernels.copy()
+            patched_ops.add(op_overload)
+            for key in EP._AUTOGRAD_ALIAS_BACKEND_KEYS_TO_OVERRIDE:
+                if key not in op_overload.py_kernels:
+                    put(op_overload, key,
+                        EP.autograd_not_implemented(op_overload, deferred_error=True))
+            orig_cia_callable = EP._get_decomp_for_cia(op_overload)
+            if CIA in op_overload.py_kernels:
+                del op_overload.py_kernels[CIA]
+            put(op_overload, CIA, decomp_callable)
+            if not EP._is_op_registered_to_fake_rule(op_overload):
+                EP.register_op_impl(op_overload)(functools.partial(
+                    force_dispatch_to_orig_cia_callable, original_callable=orig_cia_callable))
+            for key in EP._BACKEND_KEYS_TO_OVERRIDE:
+                if key not in op_overload.py_kernels:
+                    put(op_overload, key, orig_cia_callable)
+        try:
+            yield
+        finally:
+            for op in patched_ops:
+                op.py_kernels.clear()
+                op.py_kernels.update(saved_tables[op])
+                op._dispatch_cache.clear()
+                EP._deregister_op_impl(op)
+
+    EP._override_composite_implicit_decomp = override_composite_implicit_decomp
 
 
 def float_state(module) -> list:

@@ -44,7 +44,7 @@ def _check_backends(names: str | None) -> None:
     import adapters
     if not names:
         return
-    for name in (n.strip() for n in names.split(",")):
+    for name in (n.strip().partition("==")[0] for n in names.split(",")):
         if name not in adapters.BUILTINS:
             raise UsageExit(f"edgediff: unknown backend {name!r}; known backends: {', '.join(adapters.BUILTINS)}")
 
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
         import adapters
         for name in args.backend.split(","):
             try:
-                adapters.load(name.strip())
+                adapters.load(name.strip().partition("==")[0])
             except adapters.AdapterUnavailable as exc:
                 print(f"edgediff gate: backend could not be set up: {exc}", file=sys.stderr)
                 return 3

@@ -152,6 +152,11 @@ def _select(config):
     force = config.getoption("isolate")
     for name in wanted:
         try:
+            if "==" in name:
+                from edgediff.pinning import load_pinned
+                from properties.ops import OPS
+                selected.append((name, load_pinned(name, OPS)))
+                continue
             selected.append((name, _maybe_isolated(adapters.load(name), name, force)))
         except adapters.UsageError as exc:
             raise pytest.UsageError(f"--backend: {exc}") from None
