@@ -8,6 +8,7 @@
     path = "conv_2d/f16"                # glob, default "*"
     kind = "mismatch"                   # optional: mismatch | shape | error | crash | hang
     when = "groups == 1 and dilation != 1"   # optional predicate over the case's params
+    pattern = ["strided", "padded"]     # optional: features the finding's pattern must contain
     reason = "ggml_conv_2d F16 im2col rounds the dilated taps"
     link = "https://github.com/ggml-org/ggml/issues/NNN"
 
@@ -34,18 +35,22 @@ class KnownFailure:
     path: str = "*"
     kind: str | None = None
     when: str | None = None
+    pattern: tuple = ()          # features that must all be in the finding's pattern
     reason: str = ""
     link: str = ""
 
     @property
     def key(self) -> str:
-        return f"{self.adapter}/{self.op}/{self.path}/{self.kind or '*'}/{self.when or ''}"
+        feats = "+".join(self.pattern)
+        return f"{self.adapter}/{self.op}/{self.path}/{self.kind or '*'}/{self.when or ''}{feats}"
 
     def matches(self, adapter: str, op: str, path: str, kind: str, params: dict,
                 layout: str = "contiguous", shapes: dict | None = None, pattern=()) -> bool:
         if (adapter, op) != (self.adapter, self.op) or not fnmatch.fnmatchcase(path, self.path):
             return False
         if self.kind and kind != self.kind:
+            return False
+        if self.pattern and not set(self.pattern) <= set(pattern):
             return False
         if self.when:
             names = dict(params, layout=layout, shapes=shapes or {}, pattern=tuple(pattern))
@@ -83,5 +88,7 @@ def load_known(path) -> list[KnownFailure]:
                 compile(raw["when"], f"{path}:known[{i}].when", "eval")
             except SyntaxError as exc:
                 raise ValueError(f"{path}: known entry {i}: 'when' is not an expression: {exc}") from None
+        if "pattern" in raw:
+            raw = dict(raw, pattern=tuple(raw["pattern"]))
         entries.append(KnownFailure(**raw))
     return entries

@@ -80,7 +80,8 @@ class EdgeDiffRun:
         return self.account(target, outcome)
 
     def account(self, target: Target, outcome: runner.Outcome) -> runner.Outcome:
-        self.tally.example(target.key, outcome.kind, outcome.detail, outcome.seconds)
+        self.tally.example(target.key, outcome.kind, outcome.detail, outcome.seconds,
+                           outcome.stats.worst_ratio if outcome.stats is not None else None)
         if outcome.failed:
             self.store.log(outcome, pattern_of(outcome))
             raise runner.failure_for(outcome)
@@ -135,6 +136,8 @@ def pytest_addoption(parser):
     g.addoption("--known-failures", default=None, metavar="FILE",
                 help=f"baseline of known failures (default: {DEFAULT_KNOWN.relative_to(REPO)} if present)")
     g.addoption("--specials", action="store_true", help="also draw NaN/Inf inputs")
+    g.addoption("--html-report", default=None, metavar="FILE",
+                help="write the single-file HTML report (needs matplotlib)")
     g.addoption("--isolate", action="store_true",
                 help="run every adapter in a worker process (adapters that declare isolated=True always do)")
 
@@ -329,3 +332,16 @@ def pytest_terminal_summary(terminalreporter, config):
     terminalreporter.write_line(text)
     run.store.root.mkdir(parents=True, exist_ok=True)
     (run.store.root / "summary.txt").write_text(text + "\n")
+    from edgediff import report
+    fixed = fixed_known(run, tally)
+    markdown = report.summary_markdown(tally, fixed, run.unavailable)
+    (run.store.root / "summary.md").write_text(markdown)
+    if os.environ.get("GITHUB_STEP_SUMMARY"):
+        with open(os.environ["GITHUB_STEP_SUMMARY"], "a") as fh:
+            fh.write(markdown)
+    if config.getoption("html_report"):
+        try:
+            path = report.html_report([run.store.root], Path(config.getoption("html_report")), fixed)
+            terminalreporter.write_line(f"edgediff: HTML report written to {path}")
+        except ImportError as exc:
+            terminalreporter.write_line(f"edgediff: no HTML report ({exc}); pip install matplotlib")

@@ -11,6 +11,10 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
+
+MAX_RATIOS_KEPT = 5000
+
 
 def target_key(op: str, adapter: str, path: str) -> str:
     return f"{op}|{adapter}|{path}"
@@ -21,12 +25,17 @@ class Tally:
         self.known_matched: set[str] = set()
         self.rows = defaultdict(lambda: {"examples": 0, "passed": 0, "unsupported": 0,
                                          "failed_examples": 0, "unsupported_reasons": Counter(),
-                                         "new": [], "known": [], "seconds": 0.0})
+                                         "new": [], "known": [], "seconds": 0.0,
+                                         "log10_ratio": []})
 
-    def example(self, key: str, kind: str, detail: str = "", seconds: float = 0.0) -> None:
+    def example(self, key: str, kind: str, detail: str = "", seconds: float = 0.0,
+                worst_ratio: float | None = None) -> None:
         row = self.rows[key]
         row["examples"] += 1
         row["seconds"] += seconds
+        if worst_ratio is not None and len(row["log10_ratio"]) < MAX_RATIOS_KEPT:
+            # error/bound of the worst element, for the report's histograms (0 = exact)
+            row["log10_ratio"].append(round(float(np.log10(max(worst_ratio, 1e-12))), 3))
         if kind == "pass":
             row["passed"] += 1
         elif kind == "unsupported":
@@ -62,6 +71,7 @@ def merge(stats_dir: Path) -> "Tally":
             m = merged.rows[key]
             for field in ("examples", "passed", "unsupported", "failed_examples", "seconds"):
                 m[field] += row[field]
+            m["log10_ratio"] += row.get("log10_ratio", [])
             m["unsupported_reasons"].update(row["unsupported_reasons"])
             m["new"] += row["new"]
             m["known"] += row["known"]
