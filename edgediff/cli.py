@@ -2,6 +2,9 @@
 
     edgediff run  [--backend NAME[,NAME]] [--max-examples N] [--findings-dir DIR] [-n N] [--profile P]
     edgediff gate [same options]     exit 0: no new finding, 1: new findings, 2: usage, 3: backend setup failed
+    edgediff replay FINDING_DIR      exit 1 if it still reproduces, 0 if not
+    edgediff baseline FINDINGS_DIR [--file fixtures/known_failures.toml] [--promote]
+    edgediff report DIR... [--out report.html] [--markdown summary.md]
 
 Both run the differential and metamorphic properties (``properties/``) through pytest, print
 the op x backend matrix and write findings. Extra arguments after ``--`` go to pytest.
@@ -36,7 +39,18 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-n", "--workers", default="0", help="pytest-xdist workers ('auto', or a number; 0 = in-process)")
         p.add_argument("--profile", choices=PROFILES, default=None, help="Hypothesis profile")
         p.add_argument("--junitxml", default=None, help="also write pytest's JUnit XML here")
+        p.add_argument("--html-report", default=None, help="write the HTML report here")
         p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    p = sub.add_parser("replay", help="re-run one finding; exit 1 if it still reproduces")
+    p.add_argument("finding", help="a finding directory (findings/<id> or fixtures/corpus/<id>)")
+    p = sub.add_parser("baseline", help="add findings to the known-failures baseline")
+    p.add_argument("findings_dir")
+    p.add_argument("--file", default=str(REPO / "fixtures" / "known_failures.toml"))
+    p.add_argument("--promote", action="store_true", help="also copy them into fixtures/corpus/")
+    p = sub.add_parser("report", help="merge findings directories (shards) into one report")
+    p.add_argument("dirs", nargs="+")
+    p.add_argument("--out", default="report.html")
+    p.add_argument("--markdown", default=None)
     return ap
 
 
@@ -66,6 +80,8 @@ def pytest_args(args) -> list[str]:
         out += ["-n", str(args.workers)]
     if args.junitxml:
         out += ["--junitxml", args.junitxml]
+    if args.html_report:
+        out += ["--html-report", args.html_report]
     return out + list(args.pytest_args)
 
 
@@ -76,10 +92,20 @@ def main(argv=None) -> int:
         args = ap.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
+    sys.path.insert(0, str(REPO))
+    if args.command in ("replay", "baseline", "report"):
+        import adapters
+        try:
+            return {"replay": cmd_replay, "baseline": cmd_baseline, "report": cmd_report}[args.command](args)
+        except adapters.UsageError as exc:
+            print(f"edgediff {args.command}: {exc}", file=sys.stderr)
+            return 2
+        except adapters.AdapterUnavailable as exc:
+            print(f"edgediff {args.command}: backend could not be set up: {exc}", file=sys.stderr)
+            return 3
     if args.max_examples is not None and args.max_examples < 1:
         print(f"edgediff: --max-examples must be >= 1, got {args.max_examples}", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(REPO))
     try:
         _check_backends(args.backend)
     except UsageExit as exc:
@@ -103,3 +129,55 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def cmd_replay(args) -> int:
+    from edgediff.replay import replay
+    outcome = replay(args.finding)
+    if outcome.failed:
+        print(f"still reproduces: {outcome.message()}")
+        return 1
+    print(f"does not reproduce: {outcome.kind}" + (f" ({outcome.detail})" if outcome.detail else ""))
+    return 0
+
+
+def cmd_baseline(args) -> int:
+    from edgediff.findings import load_findings
+    from edgediff.known import load_known
+    from edgediff.replay import promote
+    path = Path(args.file)
+    known = load_known(path) if path.exists() else []
+    added = []
+    for rec in load_findings(args.findings_dir):
+        sig = rec["signature"]
+        case_shapes = rec["shapes"]
+        already = any(k.matches(rec["adapter"], rec["op"], rec["path"], rec["kind"], {}, rec["layout"],
+                                case_shapes, sig["pattern"]) for k in known)
+        if args.promote:
+            print(f"promoted {promote(Path(args.findings_dir) / rec['id'])}")
+        if already:
+            continue
+        added.append(rec)
+        feats = ", ".join(f'"{f}"' for f in sig["pattern"])
+        entry = (f'\n[[known]]\nadapter = "{rec["adapter"]}"\nop = "{rec["op"]}"\npath = "{rec["path"]}"\n'
+                 f'kind = "{rec["kind"]}"\npattern = [{feats}]\n'
+                 f'reason = "TODO: describe ({rec["id"]})"\nlink = ""\n')
+        with open(path, "a") as fh:
+            fh.write(entry)
+    print(f"{len(added)} new entr{'y' if len(added) == 1 else 'ies'} written to {path}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from edgediff import report
+    for d in args.dirs:
+        if not Path(d).is_dir():
+            raise __import__("adapters").UsageError(f"{d} is not a directory")
+    out = report.html_report(args.dirs, Path(args.out))
+    tally, _ = report.gather(args.dirs)
+    md = report.summary_markdown(tally)
+    if args.markdown:
+        Path(args.markdown).write_text(md)
+    print(md)
+    print(f"HTML report: {out}")
+    return 0

@@ -119,7 +119,9 @@ class EdgeDiffRun:
 
 def pattern_of(outcome: runner.Outcome) -> tuple:
     from properties.ops import OPS
-    spec = OPS.get(outcome.case.op)
+    from properties.relations import RELATIONS
+    op = outcome.case.op
+    spec = OPS.get(RELATIONS[op].primary if op in RELATIONS else op)
     return spec.pattern(outcome.case) if spec else (outcome.case.layout,)
 
 

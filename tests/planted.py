@@ -15,7 +15,8 @@ def _wrap(name, **overrides):
     mod = types.SimpleNamespace(
         name=name, version=f"planted-on-torch-{_torch.version}",
         conv2d=_torch.conv2d, depthwise_conv2d=_torch.depthwise_conv2d, clamp=_torch.clamp,
-        mean=_torch.mean, view=_torch.view, permute=_torch.permute, batch_norm=_torch.batch_norm)
+        mean=_torch.mean, view=_torch.view, permute=_torch.permute, batch_norm=_torch.batch_norm,
+        conv2d_batch_norm=_torch.conv2d_batch_norm)
     for k, v in overrides.items():
         setattr(mod, k, v)
     return mod

@@ -1,0 +1,113 @@
+"""The gate workflow end to end: findings -> replay -> baseline -> gate -> corpus -> report."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def edgediff(*args, env=None, cwd=REPO):
+    e = dict(os.environ, **(env or {}))
+    proc = subprocess.run([sys.executable, "-m", "edgediff", *args], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def findings(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wf")
+    code, out = edgediff("run", "--adapter", "tests.planted:swapped_padding", "--findings-dir",
+                         str(tmp / "findings"), "--max-examples", "40", "--", "-k", "conv2d-",
+                         env={"HYPOTHESIS_STORAGE_DIRECTORY": str(tmp / "hyp")})
+    assert code == 1, out
+    return tmp
+
+
+def the_finding(tmp):
+    return next(p.parent for p in (tmp / "findings").glob("*conv2d-default-mismatch*/finding.json"))
+
+
+def test_replay_says_it_still_reproduces(findings):
+    code, out = edgediff("replay", str(the_finding(findings)))
+    assert code == 1 and out.startswith("still reproduces: mismatch"), out
+
+
+def test_baseline_then_gate_passes_and_corpus_replays(findings):
+    known = findings / "known.toml"
+    corpus = findings / "corpus"
+    env = {"EDGEDIFF_CORPUS": str(corpus), "HYPOTHESIS_STORAGE_DIRECTORY": str(findings / "hyp")}
+    code, out = edgediff("baseline", str(findings / "findings"), "--file", str(known), "--promote", env=env)
+    assert code == 0 and "new entr" in out, out
+    assert (corpus / the_finding(findings).name / "case.json").exists()
+    text = known.read_text()
+    assert 'adapter = "planted_swapped_padding"' in text and '"asymmetric padding"' in text
+    code, out = edgediff("gate", "--adapter", "tests.planted:swapped_padding", "--known-failures", str(known),
+                         "--findings-dir", str(findings / "gate"), "--max-examples", "40", "--", "-k", "conv2d-",
+                         "-rx", env=env)
+    assert code == 0, out
+    assert "test_corpus_case" in out and "known failure" in out, out
+    # without the baseline the corpus case and the property both fail: a new finding
+    code, out = edgediff("gate", "--adapter", "tests.planted:swapped_padding", "--known-failures",
+                         str(findings / "empty.toml"), "--findings-dir", str(findings / "gate2"),
+                         "--max-examples", "10", "--", "-k", "corpus", env=env)
+    assert code == 2 and "does not exist" in out          # a missing baseline is a usage error
+    (findings / "empty.toml").write_text("")
+    code, out = edgediff("gate", "--adapter", "tests.planted:swapped_padding", "--known-failures",
+                         str(findings / "empty.toml"), "--findings-dir", str(findings / "gate2"),
+                         "--max-examples", "10", "--", "-k", "corpus", env=env)
+    assert code == 1 and "1 failed" in out, out
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["run", "--backend", "nope"], 2, "unknown backend 'nope'; known backends: torch"),
+    (["run", "--max-examples", "0"], 2, "--max-examples must be >= 1"),
+    (["frobnicate"], 2, "invalid choice"),
+    (["replay", "/nonexistent"], 2, "not a finding directory"),
+    (["gate", "--backend", "cmsis_nn"], 3, "could not be set up"),
+])
+def test_cli_errors(args, code, message):
+    if args[:3] == ["gate", "--backend", "cmsis_nn"] and os.environ.get("CMSIS_NN_LIB"):
+        pytest.skip("CMSIS-NN is supplied here, so it can be set up")
+    got, out = edgediff(*args)
+    assert got == code, out
+    assert message in out, out
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_html_report_lists_every_finding(findings):
+    pytest.importorskip("matplotlib", reason="the HTML report draws its plots with matplotlib")
+    out_html = findings / "report.html"
+    code, out = edgediff("report", str(findings / "findings"), "--out", str(out_html),
+                         "--markdown", str(findings / "summary.md"))
+    assert code == 0, out
+    html = out_html.read_text()
+    ids = [p.parent.name for p in (findings / "findings").glob("*/finding.json")]
+    assert ids and all(f"id='{i}'" in html for i in ids)
+    assert "http://" not in html and "https://" not in html       # opens offline
+    assert "| conv2d |" in (findings / "summary.md").read_text()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_html_report_renders_in_headless_chromium(findings, tmp_path):
+    pytest.importorskip("matplotlib", reason="the HTML report draws its plots with matplotlib")
+    out_html = findings / "report-browser.html"
+    edgediff("report", str(findings / "findings"), "--out", str(out_html))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+           "--dump-dom", out_html.as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = proc.stdout
+    ids = [p.parent.name for p in (findings / "findings").glob("*/finding.json")]
+    assert all(i in dom for i in ids)
+    assert dom.count("data:image/png;base64") >= 2 + len(ids) - 1
+    assert "Uncaught" not in proc.stderr, proc.stderr[-2000:]
