@@ -20,7 +20,9 @@ How each op becomes TFLite (what a converter would emit):
   layout plumbing, not computation), CONV_2D with OHWI weights or DEPTHWISE_CONV_2D with
   1HW(C*M) weights and ``depth_multiplier`` M, a bias tensor (zeros when ``b`` is None).
   conv2d with ``groups == C`` and one input channel per group is DEPTHWISE_CONV_2D; any
-  other ``groups > 1`` is Unsupported. TFLite has only SAME and VALID padding: explicit
+  other ``groups > 1`` is Unsupported unless ``MAP_GROUPED_CONV`` is set (then a grouped
+  CONV_2D with an O x KH x KW x C/groups filter, which LiteRT 2.3 runs on all three paths
+  and matched the golden op on 569 generated cases). TFLite has only SAME and VALID padding: explicit
   pads of zero are VALID, pads equal to TFLite's SAME pads for that configuration
   (``reference.padding.tflite_same_padding``) are SAME, anything else (asymmetric
   included) is a PAD op with those pads before a VALID conv.
@@ -37,6 +39,17 @@ How each op becomes TFLite (what a converter would emit):
   (RESHAPE with an int32 shape tensor, ``-1`` as given) and permute (TRANSPOSE, perm
   normalised to non-negative as TFLite requires) run on the array's logical NCHW C-order
   data, whatever its memory layout.
+
+Measured with LiteRT 2.3.0 (see tests/test_adapter_litert.py):
+
+- XNNPACK does not take RELU_0_TO_1 (not in its delegate), nor a RESHAPE whose new shape is
+  exactly ``[-1]`` (the delegate declines it as a "legacy scalar" reshape): those examples
+  are Unsupported on the xnnpack path and run on the other two.
+- With Inf/NaN inputs (``--specials``) LiteRT differs from PyTorch: the builtin float conv,
+  depthwise, MUL and ADD kernels clamp to the fused-activation range [-FLT_MAX, FLT_MAX]
+  even for activation NONE (Inf becomes +-3.4028235e38); builtin MAXIMUM / MINIMUM drop a
+  NaN (return the constant); XNNPACK's 1x1 depthwise conv with multiplier 1 turns an Inf at
+  pixel p into NaN at pixels p-1 and p-2 of the same channel (and a lone Inf into NaN).
 
 ``repro_source`` assembles the standalone part of this module (everything from
 ``_litert`` to ``_run_op`` below, plus the pure helpers it uses from ``reference``) with
@@ -90,8 +103,9 @@ def arithmetic(op, path):
 
 _LITERT = None
 # Grouped CONV_2D (filter O x KH x KW x C/groups): LiteRT 2.3 runs it on all three paths
-# (XNNPACK takes it too), but the adapter keeps other grouped convs Unsupported unless set.
-MAP_GROUPED_CONV = False
+# (XNNPACK takes it too), but the adapter keeps grouped convs other than depthwise
+# Unsupported unless this is set.
+MAP_GROUPED_CONV = True
 _RESOLVERS = {"xnnpack": "AUTO", "builtin": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
               "builtin_ref": "BUILTIN_REF"}
 

@@ -7,8 +7,12 @@ from the shrunk example Hypothesis re-raises last.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,7 @@ PROFILES = {
     "dev": dict(max_examples=20),
     "ci": dict(max_examples=40, print_blob=True, derandomize=True),   # reproducible gate runs
     "thorough": dict(max_examples=1000),
+    "fuzz": dict(max_examples=1_000_000),        # long campaigns: bounded by --time-budget
 }
 for _name, _kw in PROFILES.items():
     settings.register_profile(_name, deadline=None, suppress_health_check=_SLOW_OK, **_kw)
@@ -66,6 +71,9 @@ class EdgeDiffRun:
     worker: str
     tally: Tally = field(default_factory=Tally)
     specs: dict = field(default_factory=dict)   # label -> spec for --adapter adapters
+    budget_per_target: float | None = None     # seconds, from --time-budget
+    started: dict = field(default_factory=dict)  # target key -> first example's time
+    last_progress_write: float = 0.0
 
     def __repr__(self):
         return f"EdgeDiffRun(worker={self.worker!r}, backends={[label for label, _ in self.selected]})"
@@ -76,8 +84,21 @@ class EdgeDiffRun:
     def check(self, target: Target, case) -> runner.Outcome:
         """Run one example; raise a FindingFailure for a failing outcome."""
         from properties.ops import OPS
+        self.within_budget(target)
         outcome = runner.run_case(case, target.adapter, target.path, OPS[case.op])
         return self.account(target, outcome)
+
+    def within_budget(self, target: Target) -> None:
+        """Past its share of --time-budget, a target stops drawing new examples (a target that
+        has failed keeps going, so Hypothesis can finish shrinking)."""
+        now = time.monotonic()
+        start = self.started.setdefault(target.key, now)
+        if now - self.last_progress_write > PROGRESS_WRITE_EVERY:
+            self.last_progress_write = now
+            write_progress(self)
+        if (self.budget_per_target is not None and now - start > self.budget_per_target
+                and not self.tally.rows[target.key]["failed_examples"]):
+            pytest.skip(BUDGET_REACHED)
 
     def account(self, target: Target, outcome: runner.Outcome) -> runner.Outcome:
         self.tally.example(target.key, outcome.kind, outcome.detail, outcome.seconds,
@@ -138,6 +159,10 @@ def pytest_addoption(parser):
     g.addoption("--known-failures", default=None, metavar="FILE",
                 help=f"baseline of known failures (default: {DEFAULT_KNOWN.relative_to(REPO)} if present)")
     g.addoption("--specials", action="store_true", help="also draw NaN/Inf inputs")
+    g.addoption("--time-budget", type=float, default=None, metavar="SECONDS",
+                help="stop generating new examples after this long, shared across (op, backend, path)")
+    g.addoption("--progress", type=float, default=None, metavar="SECONDS",
+                help="print a progress line every SECONDS (default: every 30 s when --time-budget is set)")
     g.addoption("--html-report", default=None, metavar="FILE",
                 help="write the single-file HTML report (needs matplotlib)")
     g.addoption("--isolate", action="store_true",
@@ -189,18 +214,24 @@ def _maybe_isolated(adapter, spec: str, force: bool):
     return isolate(adapter, spec, OPS)
 
 
+@pytest.hookimpl(trylast=True)          # after Hypothesis' plugin has loaded its profile
 def pytest_configure(config):
     profile = os.environ.get("EDGEDIFF_PROFILE") or ("ci" if os.environ.get("CI") else "dev")
     chosen = config.getoption("hypothesis_profile", None) or profile
-    base = settings.get_profile(chosen)
+    overrides = {}
     n = config.getoption("max_examples")
     if n is not None:
         if n < 1:
             raise pytest.UsageError(f"--max-examples must be >= 1, got {n}")
-        settings.register_profile("edgediff-override", parent=base, max_examples=n)
-        settings.load_profile("edgediff-override")
-    else:
-        settings.load_profile(chosen)
+        overrides["max_examples"] = n
+    if os.environ.get("EDGEDIFF_DB") or os.environ.get("EDGEDIFF_DB_READONLY"):
+        from edgediff.database import from_environment
+        try:
+            overrides["database"] = from_environment()
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    settings.register_profile("edgediff-run", parent=settings.get_profile(chosen), **overrides)
+    settings.load_profile("edgediff-run")
 
     known_path = config.getoption("known_failures")
     try:
@@ -218,6 +249,86 @@ def pytest_configure(config):
 
 
 RUN_KEY = pytest.StashKey[EdgeDiffRun]()
+BUDGET_REACHED = "edgediff: time budget for this target used up"
+PROGRESS_WRITE_EVERY = 2.0
+
+
+def write_progress(run: EdgeDiffRun) -> None:
+    """This process's counts, for the controller's progress line."""
+    rows = run.tally.rows
+    data = {"examples": sum(r["examples"] for r in rows.values()),
+            "failed": sum(r["failed_examples"] for r in rows.values()),
+            "findings": sum(len(r["new"]) + len(r["known"]) for r in rows.values()),
+            "per_backend": {}}
+    for key, r in rows.items():
+        b = data["per_backend"].setdefault(key.split("|")[1], [0, 0.0])
+        b[0] += r["examples"]
+        b[1] += r["seconds"]
+    path = run.store.root / ".progress" / f"{run.worker}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _progress_loop(run: EdgeDiffRun, every: float, budget: float | None, stop, stream) -> None:
+    t0 = time.monotonic()
+    while not stop.wait(every):
+        totals = {"examples": 0, "failed": 0, "findings": 0}
+        per_backend = Counter()
+        busy = Counter()
+        for f in (run.store.root / ".progress").glob("*.json"):
+            try:
+                d = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            for k in totals:
+                totals[k] += d[k]
+            for b, (n, secs) in d["per_backend"].items():
+                per_backend[b] += n
+                busy[b] += secs
+        elapsed = time.monotonic() - t0
+        left = f", {_hms(max(0.0, budget - elapsed))} left" if budget else ""
+        rates = ", ".join(f"{b} {n / max(busy[b], 1e-9):.0f}/s" for b, n in sorted(per_backend.items()))
+        stream.write(f"edgediff: {totals['examples']} examples, {totals['failed']} failing, "
+                     f"{totals['findings']} findings, {_hms(elapsed)} elapsed{left}"
+                     f"{' (' + rates + ')' if rates else ''}\n")
+        stream.flush()
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def pytest_sessionstart(session):
+    run = session.config.stash.get(RUN_KEY, None)
+    if run is None or run.worker != "main":
+        return
+    shutil.rmtree(run.store.root / ".progress", ignore_errors=True)
+    budget = session.config.getoption("time_budget")
+    every = session.config.getoption("progress") or (30.0 if budget else None)
+    if every:
+        stop = threading.Event()
+        thread = threading.Thread(target=_progress_loop, daemon=True,
+                                  args=(run, every, budget, stop, sys.__stderr__))
+        thread.start()
+        session.config.stash[PROGRESS_KEY] = stop
+
+
+PROGRESS_KEY = pytest.StashKey[object]()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    run = config.stash.get(RUN_KEY, None)
+    budget = config.getoption("time_budget")
+    if run is None or not budget:
+        return
+    n = sum(1 for it in items if getattr(it, "callspec", None) is not None and isinstance(
+        it.callspec.params.get("target") or it.callspec.params.get("relation_target"), Target))
+    workers = max(1, int(getattr(config.option, "numprocesses", 0) or 0) if str(
+        getattr(config.option, "numprocesses", "0")).isdigit() else os.cpu_count() or 1)
+    run.budget_per_target = budget * (workers if run.worker != "main" else 1) / max(1, n)
 
 
 def pytest_generate_tests(metafunc):
@@ -278,6 +389,9 @@ def pytest_runtest_makereport(item, call):
     if call.when != "call" or not isinstance(target, Target):
         return
     run = item.config.stash[RUN_KEY]
+    if call.excinfo is not None and BUDGET_REACHED in str(call.excinfo.value):
+        report.outcome, report.longrepr = "passed", None        # budget used: not a skip
+        return
     if call.excinfo is not None:
         failures = runner.findings_in(call.excinfo.value)
         if not failures:
@@ -292,6 +406,9 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session):
+    stop = session.config.stash.get(PROGRESS_KEY, None)
+    if stop is not None:
+        stop.set()
     run = session.config.stash.get(RUN_KEY, None)
     if run is not None and (run.tally.rows or run.tally.known_matched):
         run.tally.dump(run.store.root / ".stats" / f"{run.worker}.json")

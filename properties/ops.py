@@ -56,11 +56,13 @@ def conv_batch_norm_bound(case: Case, expected, arith: Arithmetic):
     magnitude = reference.conv2d(**absolute, **conv_params)
     k = inp["w"].shape[1] * inp["w"].shape[2] * inp["w"].shape[3]
     u_acc = arith.u("accumulate")
-    conv_err = (2.0 * arith.u_inputs(case.dtype) + gamma(k + 3, u_acc)) * magnitude
-    terms = (magnitude + np.abs(inp["running_mean"])[None, :, None, None]) * scale[None, :, None, None]
-    terms = terms + np.abs(inp.get("bias", np.zeros(o)))[None, :, None, None]
-    return (conv_err * scale[None, :, None, None] + 8 * u_acc * terms
-            + arith.u("output") * np.abs(expected) + k * 2.0 ** -126)
+    bshape = (1, -1, 1, 1)
+    terms = (magnitude + np.abs(inp["running_mean"]).reshape(bshape)) * scale.reshape(bshape)
+    terms = terms + np.abs(inp.get("bias", np.zeros(o))).reshape(bshape)
+    # A folding backend starts each accumulator at b' = (b - mean) * scale + bias (XNNPACK
+    # does), so every addition rounds at |b'|'s magnitude: b' is one more term of the sum.
+    conv_err = (2.0 * arith.u_inputs(case.dtype) + gamma(k + 3, u_acc)) * terms
+    return conv_err + 8 * u_acc * terms + arith.u("output") * np.abs(expected) + k * 2.0 ** -126
 
 
 def mean_bound(case: Case, expected, arith: Arithmetic):

@@ -123,12 +123,26 @@ def test_facts_name_the_tflite_graph():
     assert L.conv2d(x, w, stride=2, padding=((0, 1), (0, 1)), path="builtin")[1]["tflite_padding"] == "SAME"
 
 
-def test_grouped_conv_is_unsupported_before_calling_litert():
+def test_grouped_conv_is_unsupported_before_calling_litert(monkeypatch):
+    monkeypatch.setattr(L, "MAP_GROUPED_CONV", False)
     case = Case("conv2d", {"x": normal(1, 4, 5, 5), "w": normal(6, 2, 3, 3)},
                 {"stride": 1, "padding": 0, "dilation": 1, "groups": 2})
     for path in PATHS:
         outcome = run_case(case, L, path, OPS["conv2d"])
         assert outcome.kind == "unsupported" and outcome.detail.startswith("grouped conv")
+
+
+def test_grouped_conv_2d_when_enabled(monkeypatch):
+    """LiteRT runs a grouped CONV_2D (filter O x KH x KW x C/groups) on every path."""
+    monkeypatch.setattr(L, "MAP_GROUPED_CONV", True)
+    case = Case("conv2d", {"x": normal(2, 6, 7, 6), "w": normal(9, 2, 3, 2), "b": normal(9)},
+                {"stride": (2, 1), "padding": ((1, 0), (0, 1)), "dilation": 1, "groups": 3},
+                "channels_last")
+    for path in PATHS:
+        outcome = run_case(case, L, path, OPS["conv2d"])
+        assert outcome.kind == "pass", outcome.message()
+        assert outcome.extra["tflite_ops"] == "PAD+CONV_2D"
+    assert "MAP_GROUPED_CONV = True" in L.repro_source("conv2d", "builtin")
 
 
 # ---- the xnnpack path proves XNNPACK ran ------------------------------------------------------
