@@ -2,6 +2,7 @@
 
     edgediff run  [--backend NAME[,NAME]] [--max-examples N] [--findings-dir DIR] [-n N] [--profile P]
     edgediff gate [same options]     exit 0: no new finding, 1: new findings, 2: usage, 3: backend setup failed
+    edgediff fuzz --duration 2h [--backend ...] [-n auto]   long campaign under the `fuzz` profile
     edgediff replay FINDING_DIR      exit 1 if it still reproduces, 0 if not
     edgediff baseline FINDINGS_DIR [--file fixtures/known_failures.toml] [--promote]
     edgediff report DIR... [--out report.html] [--markdown summary.md]
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -29,17 +31,22 @@ def _parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in [("run", "bounded property run over the chosen backends (the main job)"),
-                       ("gate", "like run; exit 1 only for findings not in the known-failures baseline")]:
+                       ("gate", "like run; exit 1 only for findings not in the known-failures baseline"),
+                       ("fuzz", "long campaign: fuzz profile, a time budget, findings written as they happen")]:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--backend", help="comma-separated backends (default: every available one)")
         p.add_argument("--adapter", action="append", default=[], help="user adapter MODULE:ATTR")
         p.add_argument("--max-examples", type=int, default=None, help="Hypothesis examples per test")
         p.add_argument("--findings-dir", default="findings")
         p.add_argument("--known-failures", default=None, help="baseline TOML (default fixtures/known_failures.toml)")
-        p.add_argument("-n", "--workers", default="0", help="pytest-xdist workers ('auto', or a number; 0 = in-process)")
+        p.add_argument("-n", "--workers", default=None,
+                       help="pytest-xdist workers ('auto' or a number; 0 = in-process; default 0, fuzz: auto)")
         p.add_argument("--profile", choices=PROFILES, default=None, help="Hypothesis profile")
         p.add_argument("--junitxml", default=None, help="also write pytest's JUnit XML here")
         p.add_argument("--html-report", default=None, help="write the HTML report here")
+        if name == "fuzz":
+            p.add_argument("--duration", required=True, type=parse_duration,
+                           help="how long, e.g. 90s, 30m, 2h")
         p.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     p = sub.add_parser("replay", help="re-run one finding; exit 1 if it still reproduces")
     p.add_argument("finding", help="a finding directory (findings/<id> or fixtures/corpus/<id>)")
@@ -63,6 +70,20 @@ def _check_backends(names: str | None) -> None:
             raise UsageExit(f"edgediff: unknown backend {name!r}; known backends: {', '.join(adapters.BUILTINS)}")
 
 
+def parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1] in units:
+            value = float(text[:-1]) * units[text[-1]]
+        else:
+            value = float(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"--duration {text!r}: use a number with s, m, h or d") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--duration {text!r} must be positive")
+    return value
+
+
 def pytest_args(args) -> list[str]:
     out = [str(REPO / "properties"), "-p", "no:cacheprovider", "-q", "--rootdir", str(REPO),
            "--findings-dir", args.findings_dir]
@@ -76,12 +97,16 @@ def pytest_args(args) -> list[str]:
         out += ["--known-failures", args.known_failures]
     if args.profile:
         out += ["--hypothesis-profile", args.profile]
-    if args.workers not in ("0", 0):
+    if args.workers not in (None, "0", 0):
         out += ["-n", str(args.workers)]
     if args.junitxml:
         out += ["--junitxml", args.junitxml]
     if args.html_report:
         out += ["--html-report", args.html_report]
+    if getattr(args, "duration", None):
+        out += ["--time-budget", str(args.duration), "--progress", "30"]
+        if not args.profile:
+            out += ["--hypothesis-profile", "fuzz"]
     return out + list(args.pytest_args)
 
 
@@ -121,7 +146,15 @@ def main(argv=None) -> int:
                 return 3
     import pytest
     os.chdir(REPO)
+    if args.command == "fuzz":
+        if args.workers is None:
+            args.workers = "auto"
+        # SIGTERM ends a campaign like Ctrl-C: pytest finishes the session, prints the
+        # summary and keeps every finding written so far
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     code = pytest.main(pytest_args(args))
+    if args.command == "fuzz" and code == 2:       # interrupted: a normal end of a campaign
+        return 0
     if code in (0, 1):
         return int(code)
     return 2 if code in (4,) else int(code)

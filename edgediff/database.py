@@ -22,8 +22,9 @@ from hypothesis.database import DirectoryBasedExampleDatabase, MultiplexedDataba
 def from_environment(url: str | None = None, readonly: bool | None = None):
     url = os.environ.get("EDGEDIFF_DB", "") if url is None else url
     readonly = os.environ.get("EDGEDIFF_DB_READONLY", "") not in ("", "0") if readonly is None else readonly
-    from hypothesis.configuration import storage_directory
-    local = DirectoryBasedExampleDatabase(storage_directory("examples"))
+    # Hypothesis' own default location, honouring HYPOTHESIS_STORAGE_DIRECTORY
+    local = DirectoryBasedExampleDatabase(
+        os.path.join(os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY", ".hypothesis"), "examples"))
     if not url:
         db = local
     elif url.startswith(("redis://", "rediss://", "unix://")):

@@ -264,6 +264,7 @@ def write_progress(run: EdgeDiffRun) -> None:
         b = data["per_backend"].setdefault(key.split("|")[1], [0, 0.0])
         b[0] += r["examples"]
         b[1] += r["seconds"]
+    run.tally.dump(run.store.root / ".stats" / f"{run.worker}.json")   # survives an interrupt
     path = run.store.root / ".progress" / f"{run.worker}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

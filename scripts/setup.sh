@@ -23,11 +23,16 @@ command -v "$PY" >/dev/null || { echo "setup: $PY not found (set EDGEDIFF_PYTHON
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install --upgrade pip >/dev/null
 echo "setup: installing edgediff with torch==2.13.0, executorch==1.5.1, ai-edge-litert==2.3.0"
-$PIP install "torch==2.13.0" -e ".[torch,xnnpack,litert,report,dev]"
+$PIP install "torch==2.13.0" -e ".[torch,xnnpack,litert,report,dev,scale]"
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "setup: installing Debian's chromium (headless browser test of the HTML report)"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
     || echo "setup: WARNING chromium not installed; the browser test will skip"
+fi
+if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "setup: installing Debian's redis-server (shared example database tests)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+    || echo "setup: WARNING redis-server not installed; the Redis database tests will skip"
 fi
 echo "setup: installing ggml-python==0.0.45 (compiles ggml, ~1-2 min the first time)"
 if $PIP install "torch==2.13.0" "ggml-python==0.0.45" --config-settings=cmake.define.GGML_NATIVE=OFF; then
