@@ -34,6 +34,8 @@ if ! command -v redis-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
     || echo "setup: WARNING redis-server not installed; the Redis database tests will skip"
 fi
+echo "setup: TT-NN environment (Python 3.12, ttnn==0.81.1, numpy<2) in .venvs/ttnn-3.12"
+bash scripts/setup_ttnn.sh || echo "setup: WARNING the TT-NN environment could not be built; ttnn tests will skip with the reason"
 echo "setup: installing ggml-python==0.0.45 (compiles ggml, ~1-2 min the first time)"
 if $PIP install "torch==2.13.0" "ggml-python==0.0.45" --config-settings=cmake.define.GGML_NATIVE=OFF; then
   echo "$want" > "$STAMP"       # only a complete setup is remembered; otherwise retry next time
