@@ -47,7 +47,9 @@ ggml_im2col needs W-contiguous rows (it asserts nb10 == sizeof(float)).
 
 Unsupported, decided before calling ggml: asymmetric padding (one pad per axis, both
 sides), groups != 1 on conv_2d paths, not depthwise on conv_2d_dw paths, tensors of more
-than 4 dims (GGML_MAX_DIMS), pool_2d_avg over anything but dims (2, 3) of a 4-D input.
+than 4 dims (GGML_MAX_DIMS), pool_2d_avg over anything but dims (2, 3) of a 4-D input, and
+on ``*/f16`` paths values that float16 cannot hold (|v| > 65504 would be stored as inf: a
+property of the format the user chose, not of ggml's kernels).
 Anything ggml accepts and then aborts on (GGML_ASSERT) is left to ggml: the adapter is
 ``isolated``, so an abort kills the worker and becomes a crash finding.
 """
@@ -275,12 +277,25 @@ class Conv:
         return ggml.ggml_permute(self.g.ctx, self.t, 2, 0, 1, 3) if self.cwhn else self.t
 
 
+def check_float16_range(fn, arrays):
+    """An F16 path stores these arrays as float16: values beyond its largest finite number
+    (65504) would become inf before ggml computes anything."""
+    for label, a in arrays.items():
+        big = np.abs(a[np.isfinite(a)]).max(initial=0.0)
+        if big >= 65520.0:                        # rounds to inf in float16 (65504 is the largest)
+            raise Unsupported(f"ggml_{fn} with an F16 kernel stores {label} as float16, whose largest "
+                              f"finite value is 65504; |{label}| reaches {big:.6g} and would become inf "
+                              f"(use the f32 path or rescale)")
+
+
 def conv_graph(g, path, x, w, b, stride, padding, dilation, groups):
     """Build ``path``'s conv of x (N, C, H, W) with w (O, C/groups, KH, KW) in graph g."""
     fn, kind = path.split("/")
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     params = conv_params(fn, stride, padding, dilation)
+    if kind == "f16":       # the kernel is F16; im2col (or the direct tiles) round x to F16 too
+        check_float16_range(fn, {"w": w} if fn == "conv_2d_dw_direct" else {"w": w, "x": x})
     ctx = g.ctx
     if fn in ("conv_2d", "conv_2d_direct"):
         if int(groups) != 1:

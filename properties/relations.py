@@ -32,9 +32,15 @@ class Relation:
     sides: Callable         # sides(adapter, path, case) -> (lhs, rhs, bound)
 
 
-def _call(adapter, op, path, case_like: Case, **params):
+def _path_for(adapter, op, path):
+    """The adapter's path for ``op`` matching ``path`` ("conv_2d/f32+mul_add" -> "conv_2d/f32")."""
     p = adapters.paths(adapter, op)
-    use = path if path in p else p[0]
+    base = path.partition("+")[0]
+    return path if path in p else base if base in p else p[0]
+
+
+def _call(adapter, op, path, case_like: Case, **params):
+    use = _path_for(adapter, op, path)
     out = adapters.call(adapter, op, use, case_like.arrays_for_backend(), dict(case_like.params, **params))
     return np.asarray(out[0] if isinstance(out, tuple) else out, np.float64)
 
@@ -43,7 +49,7 @@ def depthwise_is_grouped_conv(adapter, path, case):
     lhs = _call(adapter, "depthwise_conv2d", path, case)
     rhs = _call(adapter, "conv2d", path, replace(case, op="conv2d"), groups=case.inputs["x"].shape[1])
     exp = OPS["depthwise_conv2d"].expected(case)
-    arith = adapters.arithmetic(adapter, "depthwise_conv2d", path)
+    arith = adapters.arithmetic(adapter, "depthwise_conv2d", _path_for(adapter, "depthwise_conv2d", path))
     return lhs, rhs, 2 * OPS["depthwise_conv2d"].bound(case, exp, arith)
 
 
@@ -58,7 +64,7 @@ def folded_bn_is_conv_then_bn(adapter, path, case):
     lhs = _call(adapter, "conv2d", path, folded)
     rhs = _call(adapter, "conv2d_batch_norm", path, case)
     exp = OPS["conv2d_batch_norm"].expected(case)
-    arith = adapters.arithmetic(adapter, "conv2d", path)
+    arith = adapters.arithmetic(adapter, "conv2d", _path_for(adapter, "conv2d", path))
     bound = OPS["conv2d_batch_norm"].bound(case, exp, arith) + OPS["conv2d"].bound(folded, exp, arith)
     return lhs, rhs, 2 * bound
 

@@ -178,9 +178,12 @@ def clamp_cases(draw, specials: bool = False):
 @st.composite
 def dim_choices(draw, rank: int):
     """None, an int, or a tuple of distinct dims in any order, with negative spellings."""
-    style = draw(st.sampled_from(["none", "int", "tuple"]), label="dim style")
+    styles = ["none", "int", "tuple"] + (["spatial"] if rank == 4 else [])
+    style = draw(st.sampled_from(styles), label="dim style")
     if style == "none":
         return None
+    if style == "spatial":                      # global average pooling, as networks use it
+        return draw(st.sampled_from([(2, 3), (-2, -1), (3, 2)]))
     def spell(d):
         return d - rank if draw(st.booleans(), label="negative dim") else d
     if style == "int":

@@ -23,7 +23,7 @@ command -v "$PY" >/dev/null || { echo "setup: $PY not found (set EDGEDIFF_PYTHON
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 $PIP install --upgrade pip >/dev/null
 echo "setup: installing edgediff with torch==2.13.0, executorch==1.5.1, ai-edge-litert==2.3.0"
-$PIP install "torch==2.13.0" -e ".[torch,xnnpack,litert,report,dev,scale]"
+$PIP install "torch==2.13.0" -e ".[torch,xnnpack,litert,report,dev,scale,cmsis_nn,cortex_m]"
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "setup: installing Debian's chromium (headless browser test of the HTML report)"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \

@@ -154,6 +154,8 @@ def test_asymmetric_padding_is_unsupported(ggml_isolated, path):
      "mean", "at most 4 dimensions"),
     (Case("mean", {"x": np.zeros((2, 3, 4, 5), np.float32)}, {"dim": 1, "keepdim": False}),
      "pool_2d_avg", "dims (2, 3)"),
+    (conv_case("conv2d", kind="large"), "conv_2d/f16", "largest finite value is 65504"),
+    (conv_case("depthwise_conv2d", groups=4, kind="large"), "conv_2d_dw_direct/f16", "65504"),
 ], ids=lambda p: p if isinstance(p, str) else None)
 def test_unsupported_configurations(ggml_isolated, case, path, words):
     outcome = run_case(case, ggml_isolated, path, OPS[case.op])
@@ -243,3 +245,25 @@ def test_repro_source_runs_standalone_and_matches_the_adapter(ggml_isolated, tmp
     observed = ggml_isolated.call(op, path, case.arrays_for_backend(), case.params)
     observed = observed[0] if isinstance(observed, tuple) else observed
     np.testing.assert_array_equal(repro, observed)
+
+
+def test_known_bug_channels_last_width_1_aborts_conv_2d_dw_direct(ggml_isolated):
+    """ggml_is_contiguous_channels needs nb[1] > nb[0], false for a CWHN tensor of width 1
+    (both strides are C*4): neither layout check of GGML_OP_CONV_2D_DW passes and it aborts.
+    Still in ggml master (0.21.0)."""
+    case = Case("depthwise_conv2d", {"x": v("normal", 40, 1, 2, 2, 1), "w": v("normal", 41, 2, 1, 2, 1)},
+                {"stride": 1, "padding": 0, "dilation": 1}, "channels_last")
+    outcome = run_case(case, ggml_isolated, "conv_2d_dw_direct/f32", OPS[case.op])
+    assert outcome.kind == "crash"
+    assert "non-contiguous memory layout not supported" in outcome.detail
+    wider = Case("depthwise_conv2d", {"x": v("normal", 40, 1, 2, 2, 2), "w": case.inputs["w"]},
+                 case.params, "channels_last")
+    assert run_case(wider, ggml_isolated, "conv_2d_dw_direct/f32", OPS[case.op]).kind == "pass"
+
+
+def test_clamp_turns_nan_into_max():
+    """MAX(MIN(x, max), min) with C comparisons: MIN(NaN, max) is max, so NaN does not
+    propagate as in torch.clamp (visible with --specials)."""
+    x = np.array([np.nan, 3.0, -9.0], np.float32).reshape(1, 1, 1, 3)
+    result, _ = GGML.clamp(x, min=0.0, max=6.0, path="clamp")
+    assert result.ravel().tolist() == [6.0, 3.0, 0.0]
