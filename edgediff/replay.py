@@ -63,6 +63,7 @@ def promote(directory, corpus: Path = CORPUS) -> Path:
     record, _ = load_record(directory)
     dest = Path(corpus) / record["id"]
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("finding.json", "case.json", "inputs.npz"):
-        shutil.copy2(Path(directory) / name, dest / name)
+    for name in ("finding.json", "case.json", "inputs.npz", "repro.py", "ISSUE.md"):
+        if (Path(directory) / name).exists():
+            shutil.copy2(Path(directory) / name, dest / name)
     return dest
