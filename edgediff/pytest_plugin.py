@@ -378,6 +378,16 @@ def pytest_runtest_call(item):
     inner = getattr(getattr(item.obj, "hypothesis", None), "inner_test", None)
     if inner is not None:
         inner._hypothesis_internal_add_digest = item.nodeid.encode()
+        # Slow backends (ExecuTorch lowers a program per example) may cap examples per test in
+        # the dev and ci profiles; an explicit --max-examples or the thorough/fuzz profiles win.
+        params = item.callspec.params if hasattr(item, "callspec") else {}
+        target = params.get("target") or params.get("relation_target")
+        current = settings()
+        cap = getattr(getattr(target, "adapter", None), "max_examples", None)
+        capped = (cap and item.config.getoption("max_examples") is None
+                  and current.max_examples <= PROFILES["ci"]["max_examples"])
+        item.obj._hypothesis_internal_use_settings = (
+            settings(current, max_examples=min(cap, current.max_examples)) if capped else current)
     yield
 
 
