@@ -19,6 +19,10 @@ _backend = _et.Backend(xnnpack=False, path=PATH)
 paths = {op: (PATH,) for op in ("conv2d", "depthwise_conv2d", "clamp", "mean", "view", "permute",
                                  "batch_norm", "conv2d_batch_norm")}
 
+# Every new structure is a new lowering (~0.7 s): in the dev and ci profiles each
+# (op, path) test draws at most this many examples; --max-examples and thorough/fuzz win.
+max_examples = 5
+
 
 def unavailable_reason():
     return _et.unavailable_reason(need_xnnpack=False)

@@ -82,6 +82,7 @@ def run_case(case: Case, adapter, path: str, spec) -> Outcome:
         out.detail = str(exc) if remote else "".join(
             traceback.format_exception_only(type(exc), exc)).strip()
         out.extra["traceback"] = traceback.format_exc(limit=8)
+        out.extra.update(getattr(exc, "facts", None) or {})      # what the backend knew
         return out
     finally:
         out.seconds = time.perf_counter() - t0

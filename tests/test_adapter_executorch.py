@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,6 +88,8 @@ FLOAT_CASES = {
     "conv2d-grouped-strided-dilated": _conv((2, 6, 11, 10), (9, 2, 3, 2), groups=3, stride=(2, 1),
                                             dilation=(1, 2), padding=(1, 2)),
     "conv2d-asymmetric-padding": _conv((1, 4, 7, 9), (5, 4, 3, 3), padding=((0, 2), (1, 0))),
+    "conv2d-asymmetric-padding-channels_last": _conv((1, 3, 5, 4), (2, 3, 2, 2), layout=CL,
+                                                     padding=((1, 0), (0, 1))),
     "conv2d-1x1-channels_last": _conv((1, 8, 5, 5), (16, 8, 1, 1), layout=CL),
     "conv2d-channels_last-C1": _conv((1, 1, 6, 6), (3, 1, 3, 3), layout=CL, bias=False),
     "depthwise": _depthwise(4, 1, padding=1),
@@ -129,7 +130,46 @@ def test_xnnpack_matches_golden(xnnpack, label):
     assert outcome.extra["not_delegated"] == []
 
 
-@pytest.mark.parametrize("label", sorted(FLOAT_CASES) + sorted(PORTABLE_ONLY))
+# ExecuTorch 1.5.1 portable kernels on channels_last tensors (see the adapter report): these
+# fail today; strict xfails turn into failures the day they are fixed.
+PORTABLE_BUGS = {
+    "batch_norm-channels_last": "portable _native_batch_norm_legit_no_training.out rejects "
+                                "channels_last input (is_contiguous_dim_order check, error 0x12)",
+    "conv2d_batch_norm-channels_last-no-affine": "same batch-norm kernel check, after the conv",
+    "permute-channels_last": "portable permute_copy.out requires input and output of one dim "
+                             "order; the exported program gives them different ones (0x12)",
+    "conv2d-asymmetric-padding-channels_last": "portable constant_pad_nd.out pads channels_last "
+                                               "memory as if it were contiguous: wrong values",
+}
+
+
+# ExecuTorch 1.5.1 XNNPACK delegate bugs: strict xfails as well.
+XNNPACK_BUGS = {
+    "conv2d-channels_last-1x1-output": (
+        _conv((2, 5, 3, 7), (4, 5, 3, 7), layout=CL),
+        "XNNExecutor resizes a channels_last output whose H and W are 1 to permuted sizes "
+        "((2, 1, 4, 1) for (2, 4, 1, 1)): 'Attempted to resize a static tensor', error 0x10"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(XNNPACK_BUGS))
+@pytest.mark.xfail(strict=True, reason="ExecuTorch 1.5.1 XNNPACK delegate bug (see XNNPACK_BUGS)")
+def test_xnnpack_known_bugs(xnnpack, label):
+    case, _reason = XNNPACK_BUGS[label]
+    outcome = _run(xnnpack, case)
+    assert outcome.kind == "pass", outcome.message()
+
+
+def _portable_params():
+    out = []
+    for label in sorted(FLOAT_CASES) + sorted(PORTABLE_ONLY):
+        marks = [pytest.mark.xfail(strict=True, reason=PORTABLE_BUGS[label])] \
+            if label in PORTABLE_BUGS else []
+        out.append(pytest.param(label, marks=marks, id=label))
+    return out
+
+
+@pytest.mark.parametrize("label", _portable_params())
 def test_portable_matches_golden(portable, label):
     case = FLOAT_CASES.get(label) or PORTABLE_ONLY[label]
     outcome = _run(portable, case)
@@ -204,6 +244,18 @@ def test_runtime_errors_surface_as_exceptions(xnnpack):
         et.execute_program(buffer, x[:, :2].contiguous())
 
 
+def test_runtime_error_detail_carries_the_runtime_log(xnnpack):
+    """Through the adapter, the exception text carries ExecuTorch's own log lines (why the
+    execute failed), not only 'error 0x10'."""
+    case, _ = XNNPACK_BUGS["conv2d-channels_last-1x1-output"]
+    outcome = _run(xnnpack, case)
+    if outcome.kind == "pass":
+        pytest.skip("the XNNPACK 1x1-output bug this relies on is fixed")
+    assert outcome.kind == "error", outcome.message()
+    assert "0x10" in outcome.detail and "ExecuTorch log: [" in outcome.detail, outcome.detail
+    assert "Attempted to resize a static tensor" in outcome.detail
+
+
 @pytest.mark.parametrize("backend,label", [("xnnpack", "conv2d-asymmetric-padding"),
                                            ("xnnpack", "conv2d_batch_norm-channels_last-no-affine"),
                                            ("executorch_portable", "depthwise-multiplier-channels_last")])
@@ -215,7 +267,8 @@ def test_repro_source_runs_standalone(tmp_path, backend, label):
     outcome = _run(adapter, case)
     assert outcome.kind == "pass", outcome.message()
     source = adapter.repro_source(case.op, outcome.path)
-    assert "edgediff" not in source and "import adapters" not in source
+    assert "import edgediff" not in source and "from edgediff" not in source
+    assert "import adapters" not in source and "from adapters" not in source
     case.save(tmp_path, {"expected": np.asarray(outcome.expected), "bound": np.asarray(outcome.bound)})
     (tmp_path / "repro.py").write_text(render_repro(outcome, "test", source))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
