@@ -75,6 +75,7 @@ except Exception as exc:  # ImportError, or the shared library failing to load
 Unsupported = adapters.Unsupported
 
 name = "ggml"
+pip_package = "ggml-python"            # for --backend ggml==VERSION (builds ggml from source)
 
 
 def _version() -> str:

@@ -78,6 +78,8 @@ except ImportError as _exc:  # reported by unavailable_reason
     _IMPORT_ERROR = _exc
 
 name = "litert"
+pip_package = "ai-edge-litert"          # for --backend litert==VERSION (edgediff/pinning.py)
+pip_requires = ("flatbuffers",)
 version = getattr(ai_edge_litert, "__version__", "unknown") if ai_edge_litert is not None else "not installed"
 
 PATHS = ("xnnpack", "builtin", "builtin_ref")
