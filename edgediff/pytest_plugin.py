@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 import adapters
 from edgediff import runner
@@ -386,8 +386,12 @@ def pytest_runtest_call(item):
         cap = getattr(getattr(target, "adapter", None), "max_examples", None)
         capped = (cap and item.config.getoption("max_examples") is None
                   and current.max_examples <= PROFILES["ci"]["max_examples"])
-        item.obj._hypothesis_internal_use_settings = (
-            settings(current, max_examples=min(cap, current.max_examples)) if capped else current)
+        if capped:
+            kw = {"max_examples": min(cap, current.max_examples)}
+            if current.derandomize:       # the ci profile: gate on unshrunk failures of slow
+                kw["phases"] = [Phase.explicit, Phase.reuse, Phase.generate]   # backends
+            current = settings(current, **kw)
+        item.obj._hypothesis_internal_use_settings = current
     yield
 
 
