@@ -24,7 +24,6 @@ result that edgediff compares and reports.
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
 
 BUILTINS = {
     "torch": "adapters.torch_eager",
@@ -125,7 +124,3 @@ def call(adapter, op: str, path: str, arrays: dict, params: dict):
     if isinstance(getattr(adapter, "paths", None), dict):
         kwargs["path"] = path
     return fn(**arrays, **kwargs)
-
-
-def is_module(obj) -> bool:
-    return isinstance(obj, ModuleType)
