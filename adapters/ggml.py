@@ -539,3 +539,7 @@ def repro_source(op: str, path: str) -> str:
             f"def run(inputs, params):\n"
             f"    result, facts = {op}(**inputs, **params, path={path!r})\n"
             f"    return result\n")
+
+
+# Graphs (edgediff.graph): one ggml compute graph per Graph; see adapters/_ggml_graph.py.
+from adapters._ggml_graph import graph_paths, run_graph  # noqa: E402,F401

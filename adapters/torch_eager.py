@@ -116,3 +116,47 @@ def run(inputs, params):
 
 def repro_source(op, path):
     return REPRO.replace("OP", repr(op), 1)
+
+
+# ---- graphs (edgediff.graph): one eager program, every node's tensor returned -----------------
+
+def _graph_node(op, t, params):
+    """One graph node in eager PyTorch; ``t`` maps the node's argument names to tensors."""
+    p = params
+    if op in ("conv2d", "depthwise_conv2d"):
+        groups = t["x"].shape[1] if op == "depthwise_conv2d" else p.get("groups", 1)
+        return _conv(t["x"], t["w"], t.get("b"), p.get("stride", 1), p.get("padding", 0),
+                     p.get("dilation", 1), groups)
+    if op == "batch_norm":
+        return F.batch_norm(t["x"], t["running_mean"], t["running_var"], t.get("weight"), t.get("bias"),
+                            training=False, eps=p.get("eps", 1e-5))
+    if op == "clamp":
+        return torch.clamp(t["x"], min=p.get("min"), max=p.get("max"))
+    if op == "mean":
+        dim, keepdim = p.get("dim"), bool(p.get("keepdim", False))
+        return torch.mean(t["x"]) if dim is None and not keepdim else torch.mean(t["x"], dim=dim, keepdim=keepdim)
+    if op == "view":
+        return t["x"].contiguous().view(tuple(p["shape"]))
+    if op == "permute":
+        return t["x"].permute(*p["dims"])
+    if op == "add":
+        return t["x"] + t["y"]
+    import adapters
+    raise adapters.Unsupported(f"torch graph runner has no op {op!r}")
+
+
+def run_graph(graph, arrays, path="eager/f32"):
+    """Run an ``edgediff.graph`` Graph (its ``to_json()`` form) as one eager sequence; returns
+    ({node name: array}, facts). Runtime inputs keep their memory format (channels_last stays
+    channels_last, and PyTorch propagates it from op to op)."""
+    values = {k: _t(v) for k, v in arrays.items()}
+    out = {}
+    with torch.no_grad():
+        for node in graph["nodes"]:
+            t = {role: values[src] for role, src in node["inputs"].items()}
+            values[node["name"]] = y = _graph_node(node["op"], t, node["params"])
+            out[node["name"]] = _np(y).copy()
+    return out, {"torch_threads": torch.get_num_threads()}
+
+
+graph_paths = ("eager/f32",)

@@ -52,3 +52,7 @@ view = _backend.view
 permute = _backend.permute
 batch_norm = _backend.batch_norm
 repro_source = _backend.repro_source
+
+# Graphs (edgediff.graph): one ExecuTorch program per Graph; see adapters/_executorch_graph.py.
+from adapters._executorch_graph import graph_runner as _graph_runner  # noqa: E402
+run_graph, graph_paths = _graph_runner(xnnpack=True)

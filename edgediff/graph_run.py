@@ -1,0 +1,176 @@
+"""Run a Graph on an adapter and judge it: the graph counterpart of ``edgediff.runner``.
+
+An adapter runs graphs when it has ``run_graph(graph_spec, arrays, path=...)`` (see the
+contract in ``adapters/__init__.py``). Adapters that declare ``isolated = True`` (ggml, torch)
+run their graphs in a worker process (``edgediff.graph_worker``), so a backend abort while
+running a graph is a crash outcome, not a dead run.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import adapters
+from edgediff.graph import Graph, run_golden
+from edgediff.graph_check import check_graph, first_divergence
+from edgediff.isolation import REPO, BackendError, IsolatedAdapter
+from edgediff.runner import WorkerDied, WorkerHung
+from edgediff.wire import pack
+
+GRAPH_FAILURES = ("mismatch", "shape", "error", "crash", "hang")
+
+
+class NoGraphRunner(Exception):
+    """The adapter cannot run graphs (no ``run_graph``); the message says why."""
+
+
+class IsolatedGraphAdapter(IsolatedAdapter):
+    """An adapter's ``run_graph`` in a persistent worker (``python -m edgediff.graph_worker``)."""
+
+    def __init__(self, spec, **settings):
+        super().__init__(spec, [], **settings)
+
+    def _start(self) -> dict:
+        # IsolatedAdapter._start with the graph worker module: same environment, same hello
+        env = dict(os.environ, **self.env)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
+        self._stderr.seek(0, os.SEEK_END)
+        mark = self._stderr.tell()
+        self.proc = subprocess.Popen(
+            [self.python, "-m", "edgediff.graph_worker", self.spec],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
+            cwd=self.cwd, start_new_session=True)
+        try:
+            hello, _ = self._receive(self.startup_timeout, mark)
+        except (WorkerDied, WorkerHung) as exc:
+            raise adapters.AdapterUnavailable(f"{self.spec}: graph worker failed to start: {exc}") from None
+        if hello["status"] != "ready":
+            self.close()
+            raise NoGraphRunner(f"{self.spec}: {hello.get('reason', hello)}")
+        self.graph_paths = tuple(hello.get("graph_paths", ("default",)))
+        return hello
+
+    def run_graph(self, graph_spec, arrays, path="default"):
+        if self.proc is None or self.proc.poll() is not None:
+            self.restarts += 1
+            self._start()
+        self._stderr.seek(0, os.SEEK_END)
+        mark = self._stderr.tell()
+        try:
+            self.proc.stdin.write(pack({"graph": graph_spec, "path": path}, arrays))
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # the worker died; _receive reports how
+        reply, out = self._receive(self.timeout, mark)
+        if reply["status"] == "ok":
+            return out, reply.get("facts") or {}
+        if reply["status"] == "unsupported":
+            raise adapters.Unsupported(reply["reason"])
+        raise BackendError(f"{reply['type']}: {reply['message']}")
+
+
+def load_graph_adapter(name: str, isolate: bool | None = None):
+    """The adapter ``name`` ready to run graphs; raises AdapterUnavailable, UsageError or
+    NoGraphRunner (with the reason)."""
+    module = adapters.load(name)
+    if not callable(getattr(module, "run_graph", None)):
+        raise NoGraphRunner(f"{name} has no graph runner (run_graph) yet")
+    if isolate is None:
+        isolate = bool(getattr(module, "isolated", False))
+    if not isolate:
+        return module
+    return IsolatedGraphAdapter(name, python=getattr(module, "python", None),
+                                timeout=max(getattr(module, "timeout", 60.0), 300.0),
+                                env=getattr(module, "worker_env", None), cwd=getattr(module, "worker_cwd", None))
+
+
+def graph_path(adapter) -> str:
+    return tuple(getattr(adapter, "graph_paths", ("default",)))[0]
+
+
+@dataclass
+class GraphOutcome:
+    kind: str                       # pass | unsupported | mismatch | shape | error | crash | hang
+    graph: Graph
+    adapter: str
+    version: str
+    path: str
+    checks: list = field(default_factory=list)
+    observed: dict = field(default_factory=dict)
+    golden: dict = field(default_factory=dict)
+    detail: str = ""
+    facts: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.kind in GRAPH_FAILURES
+
+    @property
+    def first_divergence(self):
+        return first_divergence(self.checks)
+
+    def message(self) -> str:
+        head = f"{self.kind}: {self.adapter} {self.version} graph path={self.path}"
+        if self.kind in ("mismatch", "shape"):
+            bad = self.first_divergence
+            body = f"first diverging node: {bad.name} ({bad.op}, covering {', '.join(bad.segment)})\n"
+            body += bad.stats.summary() if bad.stats is not None else bad.detail
+        else:
+            body = self.detail
+        return f"{head}\n{self.graph.describe()}\n{body}"
+
+
+def run_graph(graph: Graph, adapter, path: str | None = None, golden: dict | None = None) -> GraphOutcome:
+    """Golden vs ``adapter.run_graph`` on one graph, every returned node compared."""
+    path = path or graph_path(adapter)
+    golden = run_golden(graph) if golden is None else golden
+    out = GraphOutcome("pass", graph, adapter.name, adapter.version, path, golden=golden)
+    t0 = time.perf_counter()
+    try:
+        result = adapter.run_graph(graph.spec(), graph.arrays_for_backend(), path=path)
+    except adapters.Unsupported as exc:
+        out.kind, out.detail = "unsupported", str(exc)
+        return out
+    except WorkerHung as exc:
+        out.kind, out.detail = "hang", str(exc)
+        return out
+    except WorkerDied as exc:
+        out.kind, out.detail = "crash", str(exc)
+        out.facts.update(signal=exc.signal, exitcode=exc.exitcode, stderr_tail=exc.stderr_tail)
+        return out
+    except Exception as exc:  # a backend exception is a finding
+        out.kind = "error"
+        out.detail = str(exc) if isinstance(exc, BackendError) else "".join(
+            traceback.format_exception_only(type(exc), exc)).strip()
+        out.facts.update(getattr(exc, "facts", None) or {})
+        return out
+    finally:
+        out.seconds = time.perf_counter() - t0
+    observed, facts = result if isinstance(result, tuple) else (result, {})
+    out.facts.update(facts)
+    out.observed = {k: np.asarray(v) for k, v in observed.items()}
+    unknown = set(out.observed) - set(golden)
+    if unknown:
+        out.kind, out.detail = "error", f"run_graph returned unknown nodes {sorted(unknown)}"
+        return out
+
+    from edgediff.tolerance import FLOAT32
+    fn = getattr(adapter, "graph_arithmetic", None)         # optional; float32 by default
+
+    def arith(op):
+        return fn(op, path) if callable(fn) else FLOAT32
+
+    out.checks = check_graph(graph, out.observed, arith, golden)
+    bad = out.first_divergence
+    if bad is not None:
+        out.kind = "shape" if bad.status == "shape" else "mismatch"
+    if graph.output not in out.observed:
+        out.kind, out.detail = "error", f"run_graph did not return the graph's output {graph.output!r}"
+    return out
