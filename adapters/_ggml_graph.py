@@ -12,8 +12,9 @@ How nodes are built (NCHW = ggml ne (W, H, C, N)), path ``graph/f32``:
 - bias: broadcast ``ggml_add``; batch_norm: ``ggml_sub``/``ggml_div``/``ggml_mul``/``ggml_add``
   with per-channel vectors (``adapters.ggml.batch_norm_graph``);
 - clamp: ``ggml_clamp``, which works *in place*: its result is a view of its input. So the
-  input node's own values are overwritten and it is not returned (the comparison then covers
-  input and clamp together). When the input has other consumers, it is ``ggml_dup``ed first;
+  input node's values (and those of every node that is a reshape view of the same memory)
+  are overwritten and not returned; the comparison then covers them and the clamp together.
+  When anything else still reads that memory, the input is ``ggml_dup``ed first;
 - mean: reduced dims moved innermost (``ggml_permute`` + ``ggml_cont``), ``ggml_reshape_2d``,
   ``ggml_mean``, reshaped to the output shape;
 - view: ``ggml_reshape_Nd`` (after ``ggml_cont`` if the tensor is a view);
@@ -92,12 +93,12 @@ def run_graph(graph, arrays, path=PATH):
     if any(len(s) > 4 for s in shapes.values()):
         raise adapters.Unsupported("ggml tensors have at most 4 dimensions (GGML_MAX_DIMS)")
     nodes = graph["nodes"]
-    consumers = {n["name"]: 0 for n in nodes}
+    consumers = {k: 0 for k in [*graph["inputs"], *(n["name"] for n in nodes)]}
     for n in nodes:
         for src in n["inputs"].values():
             if src in consumers:
                 consumers[src] += 1
-    overwritten = set()
+    overwritten, owner = set(), {k: k for k in graph["inputs"]}
     with G.Graph(_bytes(shapes, nodes) + sum(a.nbytes for a in arrays.values())) as g:
         ctx = g.ctx
         tensors = {k: g.tensor(arrays[k]) for k in graph["inputs"]}
@@ -119,10 +120,12 @@ def run_graph(graph, arrays, path=PATH):
             elif op == "clamp":
                 lo = -math.inf if p.get("min") is None else float(p["min"])
                 hi = math.inf if p.get("max") is None else float(p["max"])
-                if consumers.get(x_name, 0) > 1 or x_name in graph["inputs"]:
+                group = [m for m, o in owner.items() if o == owner.get(x_name)]
+                if any(m in graph["inputs"] or consumers[m] != 1 for m in group):
                     x = ggml.ggml_dup(ctx, x)          # others still read the unclamped values
-                else:
-                    overwritten.add(x_name)            # in place: x's memory now holds the result
+                else:                                  # in place: the memory of x and of every
+                    overwritten.update(group)          # view it is (reshape) now holds the result
+                    owner[node["name"]] = owner[x_name]
                 y = ggml.ggml_clamp(ctx, x, lo, hi)
             elif op == "mean":
                 xs = shapes[x_name]
@@ -138,6 +141,8 @@ def run_graph(graph, arrays, path=PATH):
                 y = _reshape(ctx, y, shapes[node["name"]])
             elif op == "view":
                 y = _reshape(ctx, x, shapes[node["name"]])
+                if ggml.ggml_is_contiguous(x) and x_name in owner:   # a view of x's memory
+                    owner[node["name"]] = owner[x_name]
             elif op == "permute":
                 rank = len(shapes[x_name])
                 dims = [int(d) % rank for d in p["dims"]]
@@ -150,6 +155,7 @@ def run_graph(graph, arrays, path=PATH):
             else:
                 raise adapters.Unsupported(f"ggml graph runner has no op {op!r}")
             tensors[node["name"]] = y
+            owner.setdefault(node["name"], node["name"])       # whose memory this node's tensor is
         graph_obj = ggml.ggml_new_graph_custom(ctx, 8192, False)
         for node in nodes:
             ggml.ggml_build_forward_expand(graph_obj, tensors[node["name"]])

@@ -6,6 +6,8 @@
     edgediff replay FINDING_DIR      exit 1 if it still reproduces, 0 if not
     edgediff baseline FINDINGS_DIR [--file fixtures/known_failures.toml] [--promote]
     edgediff report DIR... [--out report.html] [--markdown summary.md]
+    edgediff network mobilenet_v2|fbnet_a --backend NAME [--width W] [--size S]   exit 0: no layer
+                     diverges, 1: one does (finding written), 2: usage, 3: backend cannot run graphs
 
 Both run the differential and metamorphic properties (``properties/``) through pytest, print
 the op x backend matrix and write findings. Extra arguments after ``--`` go to pytest.
@@ -54,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("findings_dir")
     p.add_argument("--file", default=str(REPO / "fixtures" / "known_failures.toml"))
     p.add_argument("--promote", action="store_true", help="also copy them into fixtures/corpus/")
+    from edgediff.network_cli import add_parser as add_network_parser
+    add_network_parser(sub)
     p = sub.add_parser("report", help="merge findings directories (shards) into one report")
     p.add_argument("dirs", nargs="+")
     p.add_argument("--out", default="report.html")
@@ -118,6 +122,9 @@ def main(argv=None) -> int:
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
     sys.path.insert(0, str(REPO))
+    if args.command == "network":
+        from edgediff.network_cli import cmd_network
+        return cmd_network(args)
     if args.command in ("replay", "baseline", "report"):
         import adapters
         try:

@@ -1,0 +1,225 @@
+"""Graph findings: reduce a diverging graph to a minimal failing subgraph and write it.
+
+``reduce_divergence(outcome, adapter)``:
+1. take the first diverging node and the segment its comparison covered (one node, or a fused
+   group such as conv -> BN -> ReLU6 on XNNPACK);
+2. cut that segment out as a graph of its own, whose runtime inputs are the *backend's own*
+   values at the segment's boundary (``edgediff.graph.subgraph``), and run it again: if it
+   still fails, the bug lives inside the segment;
+3. shrink it: crop the spatial size of its 4-D inputs (top-left windows, halving H and W while
+   the subgraph stays valid and still fails).
+
+``write_graph_finding(outcome, root)`` writes ``<root>/<id>/``: ``graph.json`` + ``tensors.npz``
+(the subgraph, plus ``expected`` and ``bound`` of its failing node), ``finding.json``,
+``ISSUE.md`` and a ``repro.py`` that reruns the subgraph through edgediff's adapter and prints
+PASS or FAIL. When the minimal subgraph is a single op, ``single_op_findings`` also runs it as
+an ordinary Case through the adapter's single-op paths; any path that reproduces it gets the
+usual single-op finding (standalone repro) from ``FindingStore``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+import adapters
+from edgediff.case import Case, to_jsonable
+from edgediff.findings import atomic_write, environment, locked
+from edgediff.graph import Graph, infer_shapes, subgraph
+from edgediff.graph_run import GraphOutcome, run_graph
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _crop(graph: Graph, h: int, w: int) -> Graph:
+    tensors = dict(graph.tensors)
+    for k in graph.inputs:
+        a = tensors[k]
+        if a.ndim == 4:
+            tensors[k] = np.ascontiguousarray(a[:, :, :h, :w])
+    return Graph(list(graph.inputs), tensors, list(graph.nodes), graph.layout, graph.dtype)
+
+
+def reduce_divergence(outcome: GraphOutcome, adapter, max_steps: int = 12) -> GraphOutcome:
+    """The smallest failing subgraph found from ``outcome``'s first divergence (or ``outcome``
+    itself when the cut-out segment does not fail on its own)."""
+    bad = outcome.first_divergence
+    if bad is None:
+        return outcome
+    sub = subgraph(outcome.graph, bad.segment, outcome.observed)
+    best = run_graph(sub, adapter)
+    if not best.failed:
+        return outcome
+    for _ in range(max_steps):
+        dims = [tuple(sub.tensors[k].shape[2:]) for k in sub.inputs if sub.tensors[k].ndim == 4]
+        if not dims:
+            break
+        h, w = max(d[0] for d in dims), max(d[1] for d in dims)
+        improved = False
+        for nh, nw in (((h + 1) // 2, (w + 1) // 2), ((h + 1) // 2, w), (h, (w + 1) // 2)):
+            if (nh, nw) == (h, w):
+                continue
+            candidate = _crop(sub, nh, nw)
+            try:
+                infer_shapes(candidate)
+            except ValueError:
+                continue
+            trial = run_graph(candidate, adapter)
+            if trial.failed and trial.kind == best.kind:
+                sub, best, improved = candidate, trial, True
+                break
+        if not improved:
+            break
+    return best
+
+
+def _finding_id(outcome: GraphOutcome) -> str:
+    ops = "+".join(n.op for n in outcome.graph.nodes)
+    sig = {"adapter": outcome.adapter, "path": outcome.path, "kind": outcome.kind, "ops": ops,
+           "layout": outcome.graph.layout}
+    digest = hashlib.sha1(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:10]
+    short = ops if len(ops) <= 60 else ops[:57] + "..."
+    return f"{outcome.adapter}-graph-{short}-{outcome.kind}-{digest}"
+
+
+REPRO = '''#!/usr/bin/env python3
+"""Repro for edgediff graph finding {fid}: {adapter} ({version}), graph path {path}.
+
+Runs the subgraph in graph.json / tensors.npz through edgediff's {adapter} adapter as ONE
+program (how the backend runs graphs) and compares every node it returns with the golden ops
+on the backend's own inputs. Prints PASS or FAIL (exit status 1). Needs the edgediff checkout
+at {repo!r} (or set EDGEDIFF_REPO).
+"""
+import os
+import pathlib
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, os.environ.get("EDGEDIFF_REPO", {repo!r}))
+
+from edgediff.graph import Graph
+from edgediff.graph_run import load_graph_adapter, run_graph
+
+
+def main():
+    graph = Graph.load(HERE)
+    outcome = run_graph(graph, load_graph_adapter({adapter!r}), path={path!r})
+    if outcome.failed:
+        print("FAIL: " + outcome.message())
+        return 1
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+
+def write_graph_finding(outcome: GraphOutcome, root, origin: str = "") -> Path:
+    """Write ``outcome`` (normally already reduced) as a graph finding; returns its directory."""
+    root = Path(root)
+    fid = _finding_id(outcome)
+    directory = root / fid
+    bad = outcome.first_divergence
+    with locked(root):
+        previous = directory / "finding.json"
+        occurrences = 1
+        if previous.exists():
+            old = json.loads(previous.read_text())
+            occurrences = old.get("occurrences", 1) + 1
+            if outcome.graph.n_elements >= old.get("input_elements", 1 << 62):
+                old["occurrences"] = occurrences
+                atomic_write(previous, json.dumps(old, indent=2))
+                return directory
+        directory.mkdir(parents=True, exist_ok=True)
+        extra = {}
+        if bad is not None and bad.name in outcome.observed:
+            extra["observed"] = outcome.observed[bad.name]
+            extra["golden_end_to_end"] = outcome.golden[bad.name]
+        outcome.graph.save(directory, {f"__{k}": v for k, v in extra.items()})
+        record = {"id": fid, "kind": outcome.kind, "adapter": outcome.adapter, "version": outcome.version,
+                  "path": outcome.path, "graph": True, "origin": origin,
+                  "nodes": [n.describe() for n in outcome.graph.nodes], "layout": outcome.graph.layout,
+                  "shapes": {k: list(outcome.graph.tensors[k].shape) for k in outcome.graph.inputs},
+                  "input_elements": outcome.graph.n_elements,
+                  "first_diverging_node": bad.name if bad else None,
+                  "segment": list(bad.segment) if bad else [],
+                  "stats": bad.stats.to_json() if bad is not None and bad.stats is not None else None,
+                  "detail": outcome.detail or (bad.detail if bad else ""),
+                  "backend_facts": to_jsonable(outcome.facts), "occurrences": occurrences,
+                  "environment": environment()}
+        atomic_write(directory / "repro.py", REPRO.format(fid=fid, adapter=outcome.adapter,
+                                                          version=outcome.version, path=outcome.path,
+                                                          repo=str(REPO)))
+        atomic_write(directory / "ISSUE.md", render_issue(record, outcome))
+        atomic_write(directory / "finding.json", json.dumps(record, indent=2, default=str))
+    return directory
+
+
+def render_issue(record: dict, outcome: GraphOutcome) -> str:
+    bad = outcome.first_divergence
+    env = record["environment"]
+    lines = [f"# [{outcome.adapter} {outcome.path}] graph: {outcome.kind} at "
+             f"{bad.name + ' (' + bad.op + ')' if bad else 'run'}", "",
+             "## Environment", f"- backend: {outcome.adapter} {outcome.version}, graph path `{outcome.path}`",
+             f"- Python {env['python']}, NumPy {env['numpy']}, {env['platform']}", "",
+             "## Minimal graph (run as one program)", "```", outcome.graph.describe(), "```", ""]
+    if record.get("origin"):
+        lines += [f"Reduced from: {record['origin']}", ""]
+    lines += ["## What differed"]
+    if bad is not None and bad.stats is not None:
+        lines += [f"Node `{bad.name}` (covering {', '.join(bad.segment)}), compared with the golden ops "
+                  "applied to the backend's own inputs of that node:", "```", bad.stats.summary(), "```"]
+    else:
+        lines += ["```", outcome.detail or (bad.detail if bad else outcome.kind), "```"]
+    facts = {k: v for k, v in outcome.facts.items() if k != "stderr_tail"}
+    if facts:
+        lines += ["", "## Backend facts", f"`{json.dumps(to_jsonable(facts), default=str)}`"]
+    if outcome.facts.get("stderr_tail"):
+        lines += ["", "Last lines of the backend's stderr:", "```", outcome.facts["stderr_tail"], "```"]
+    lines += ["", "## Reproduce", "`graph.json` + `tensors.npz` hold the subgraph and its inputs.",
+              "```", "python repro.py   # prints PASS or FAIL", "```", ""]
+    return "\n".join(lines)
+
+
+def single_op_case(outcome: GraphOutcome):
+    """The minimal subgraph as a Case, when it is one node of a single-op table op."""
+    from properties.ops import OPS
+    g = outcome.graph
+    if len(g.nodes) != 1 or g.nodes[0].op not in OPS:
+        return None
+    node = g.nodes[0]
+    inputs = {role: np.asarray(g.tensors[src], np.float32) for role, src in node.inputs.items()}
+    return Case(node.op, inputs, dict(node.params), g.layout if inputs["x"].ndim == 4 else "contiguous")
+
+
+def single_op_findings(outcome: GraphOutcome, backend: str, root) -> list:
+    """Run the one-node minimal subgraph through every single-op path of ``backend`` (isolated
+    when the adapter says so); write the usual finding for each path that reproduces it."""
+    from edgediff.findings import FindingStore
+    from edgediff.runner import run_case
+    from properties.ops import OPS
+    case = single_op_case(outcome)
+    if case is None:
+        return []
+    module = adapters.load(backend)
+    adapter = module
+    if getattr(module, "isolated", False):
+        from edgediff.isolation import isolate
+        adapter = isolate(module, backend, [case.op])
+    written = []
+    try:
+        for path in adapters.paths(adapter, case.op):
+            single = run_case(case, adapter, path, OPS[case.op])
+            if single.failed:
+                src = getattr(adapter, "repro_source", None)
+                source = src(case.op, path) if callable(src) else None
+                directory, _ = FindingStore(root).write(single, OPS[case.op].pattern(case), source)
+                written.append((path, directory))
+    finally:
+        if adapter is not module:
+            adapter.close()
+    return written
