@@ -85,7 +85,9 @@ version = getattr(ai_edge_litert, "__version__", "unknown") if ai_edge_litert is
 PATHS = ("xnnpack", "builtin", "builtin_ref")
 OPS = ("conv2d", "depthwise_conv2d", "conv2d_batch_norm", "clamp", "mean", "view", "permute",
        "batch_norm")
-paths = {op: PATHS for op in OPS}
+# int8 ops: arguments as reference.quant's tflite_* golden ops (the model's float scales)
+INT8_OPS = ("tflite_conv2d_s8", "tflite_depthwise_conv2d_s8")
+paths = {op: PATHS for op in OPS + INT8_OPS}
 
 
 def unavailable_reason():
@@ -148,14 +150,27 @@ class _Graph:
         self.lt = _litert()
         self.tensors, self.data, self.operators, self.codes = [], [], [], []
         self.constants, self.inputs, self.outputs, self.op_names = set(), [], [], []
+        self.dtypes, self.versions = [], {}
 
-    def tensor(self, shape, data=None, dtype=np.float32, name=None):
+    def tensor(self, shape, data=None, dtype=np.float32, name=None, quant=None):
+        """A tensor (a constant when ``data`` is given). ``quant``: (scales, zero points,
+        quantized dimension) for int8 / int32 quantized tensors."""
         s = self.lt["schema"]
         t = s.TensorT()
         t.shape = [int(d) for d in shape]
-        t.type = s.TensorType.INT32 if dtype == np.int32 else s.TensorType.FLOAT32
+        dtype = np.dtype(dtype)
+        t.type = {np.dtype(np.int32): s.TensorType.INT32, np.dtype(np.int8): s.TensorType.INT8,
+                  np.dtype(np.float32): s.TensorType.FLOAT32}[dtype]
         t.name = name or f"t{len(self.tensors)}"
+        if quant is not None:
+            scales, zero_points, dim = quant
+            q = s.QuantizationParametersT()
+            q.scale = [float(v) for v in np.atleast_1d(np.asarray(scales, np.float32))]
+            q.zeroPoint = [int(v) for v in np.atleast_1d(zero_points)]
+            q.quantizedDimension = int(dim)
+            t.quantization = q
         index = len(self.tensors)
+        self.dtypes.append(dtype)
         if data is not None:
             arr = np.ascontiguousarray(data, dtype=dtype)
             if tuple(arr.shape) != tuple(t.shape):
@@ -166,11 +181,14 @@ class _Graph:
         self.tensors.append(t)
         return index
 
-    def op(self, opname, inputs, outputs, options=None, options_kind=None):
+    def op(self, opname, inputs, outputs, options=None, options_kind=None, version=1):
+        """Append an operator; ``version`` is the op version a converter writes (int8 kernels
+        have higher versions than float ones)."""
         s = self.lt["schema"]
         code = getattr(s.BuiltinOperator, opname)
         if code not in self.codes:
             self.codes.append(code)
+        self.versions[code] = max(self.versions.get(code, 1), int(version))
         o = s.OperatorT()
         o.opcodeIndex = self.codes.index(code)
         o.inputs, o.outputs = list(inputs), list(outputs)
@@ -188,7 +206,7 @@ class _Graph:
             c = s.OperatorCodeT()
             c.builtinCode = code
             c.deprecatedBuiltinCode = min(code, s.BuiltinOperator.PLACEHOLDER_FOR_GREATER_OP_CODES)
-            c.version = 1
+            c.version = self.versions.get(code, 1)
             codes.append(c)
         sg = s.SubGraphT()
         sg.tensors, sg.operators = self.tensors, self.operators
@@ -237,7 +255,8 @@ def _execute(graph, model, path, feed):
     interp.allocate_tensors()                  # the default delegate is applied here
     if path == "xnnpack":
         _check_delegated(interp, graph)
-    interp.set_tensor(graph.inputs[0], np.ascontiguousarray(feed, dtype=np.float32))
+    interp.set_tensor(graph.inputs[0],
+                      np.ascontiguousarray(feed, dtype=graph.dtypes[graph.inputs[0]]))
     interp.invoke()
     return interp.get_tensor(graph.outputs[0])
 
@@ -302,6 +321,98 @@ def _conv_model(op, inputs, params):
     model = g.finish([xi], [yi])
     facts = {"tflite_ops": "+".join(g.op_names), "tflite_padding": mode}
     return g, model, x.transpose(0, 2, 3, 1), facts
+
+
+_FUSED = {"none": "NONE", "relu": "RELU", "relu6": "RELU6", "relu_n1_to_1": "RELU_N1_TO_1"}
+
+
+def _padding_mode(hw, khw, stride, dilation, padding):
+    """TFLite padding for explicit pads: ("VALID", None), ("SAME", None), or ("VALID",
+    (top, bottom, left, right)) for a PAD op before a VALID conv."""
+    pads = padding4(padding)
+    (st, sb), (sl, sr) = same_padding_2d(hw, khw, stride, dilation)
+    if pads == (0, 0, 0, 0):
+        return "VALID", None
+    if pads == (st, sb, sl, sr):
+        return "SAME", None
+    return "VALID", pads
+
+
+def _conv_s8_model(op, inputs, params):
+    """(graph, model bytes, NHWC int8 feed, facts) for tflite_conv2d_s8 /
+    tflite_depthwise_conv2d_s8: int8 activations (per-tensor scale and zero point), int8
+    weights with per-channel scales (zero points 0) along dimension 0 of OHWI (CONV_2D) or 3
+    of 1HW(C*M) (DEPTHWISE_CONV_2D), int32 bias at scale input_scale * weight_scale[o] (zero
+    point 0), the fused activation in the options; pads that are neither VALID nor SAME
+    become an int8 PAD op (it pads with the input zero point, i.e. real 0)."""
+    s = _litert()["schema"]
+    x = np.asarray(inputs["x"])
+    w = np.asarray(inputs["w"])
+    for label, a in (("x", x), ("w", w)):
+        if a.ndim != 4 or a.dtype != np.int8:
+            raise ValueError(f"{label} must be a 4-D int8 array, got {a.dtype} {a.shape}")
+    n, h, wd, c = x.shape
+    depthwise = op == "tflite_depthwise_conv2d_s8"
+    if depthwise:
+        one, kh, kw, o = w.shape
+        if one != 1 or o % c:
+            raise ValueError(f"w must be (1, KH, KW, C*M) with C={c}, got {w.shape}")
+    else:
+        o, kh, kw, cg = w.shape
+        if c % cg or o % (c // cg):
+            raise ValueError(f"w {w.shape} does not fit {c} input channels")
+    in_scale, in_zp = np.float32(params["input_scale"]), int(params["input_zero_point"])
+    out_scale, out_zp = np.float32(params["output_scale"]), int(params["output_zero_point"])
+    w_scales = np.asarray(params["weight_scales"], np.float32).reshape(-1)
+    if w_scales.shape != (o,):
+        raise ValueError(f"weight_scales must have {o} entries, got {w_scales.shape}")
+    activation = params.get("activation", "none")
+    if activation not in _FUSED:
+        raise ValueError(f"activation must be one of {sorted(_FUSED)}, got {activation!r}")
+    b = inputs.get("b")
+    b = np.zeros(o, np.int32) if b is None else np.asarray(b)
+    if b.shape != (o,) or b.dtype.kind not in "iu":
+        raise ValueError(f"bias must be int32 of shape ({o},), got {b.dtype} {b.shape}")
+    sh, sw = pair(params.get("stride", 1), "stride", 1)
+    dh, dw = pair(params.get("dilation", 1), "dilation", 1)
+    mode, pad = _padding_mode((h, wd), (kh, kw), (sh, sw), (dh, dw), params.get("padding", 0))
+    x_q = (in_scale, in_zp, 0)
+
+    g = _Graph()
+    xi = g.tensor((n, h, wd, c), dtype=np.int8, name="x", quant=x_q)
+    src, ph, pw = xi, h, wd
+    if pad is not None:
+        top, bottom, left, right = pad
+        ph, pw = h + top + bottom, wd + left + right
+        pads = g.tensor((4, 2), [[0, 0], [top, bottom], [left, right], [0, 0]], np.int32, "paddings")
+        src = g.tensor((n, ph, pw, c), dtype=np.int8, name="x_padded", quant=x_q)
+        g.op("PAD", [xi, pads], [src], s.PadOptionsT(), "PadOptions", version=2)
+    if mode == "SAME":
+        oh, ow = -(-h // sh), -(-wd // sw)
+    else:
+        oh, ow = (ph - dh * (kh - 1) - 1) // sh + 1, (pw - dw * (kw - 1) - 1) // sw + 1
+    # the bias scale a converter writes: float32(input_scale * weight_scale), per channel
+    b_scales = (np.float64(in_scale) * w_scales.astype(np.float64)).astype(np.float32)
+    bi = g.tensor((o,), b.astype(np.int32), np.int32, "bias", quant=(b_scales, np.zeros(o, int), 0))
+    yi = g.tensor((n, oh, ow, o), dtype=np.int8, name="y", quant=(out_scale, out_zp, 0))
+    w_dim = 3 if depthwise else 0
+    wi = g.tensor(w.shape, w, np.int8, "w_1hwo" if depthwise else "w_ohwi",
+                  quant=(w_scales, np.zeros(o, int), w_dim))
+    if depthwise:
+        opts = s.DepthwiseConv2DOptionsT()
+        opts.depthMultiplier = o // c
+        kind, opname = "DepthwiseConv2DOptions", "DEPTHWISE_CONV_2D"
+    else:
+        opts = s.Conv2DOptionsT()
+        kind, opname = "Conv2DOptions", "CONV_2D"
+    opts.padding = getattr(s.Padding, mode)
+    opts.strideH, opts.strideW = sh, sw
+    opts.dilationHFactor, opts.dilationWFactor = dh, dw
+    opts.fusedActivationFunction = getattr(s.ActivationFunctionType, _FUSED[activation])
+    g.op(opname, [src, wi, bi], [yi], opts, kind, version=3)
+    model = g.finish([xi], [yi])
+    facts = {"tflite_ops": "+".join(g.op_names), "tflite_padding": mode}
+    return g, model, x, facts
 
 
 def _clamp_model(x, lo, hi):
@@ -387,6 +498,9 @@ def _batch_norm_model(shape_last, scale, shift):
 def _run_op(op, path, inputs, params):
     """Build ``op``'s model, run it through ``path``; returns (NCHW result, facts)."""
     x = np.asarray(inputs["x"])
+    if op in ("tflite_conv2d_s8", "tflite_depthwise_conv2d_s8"):    # int8, NHWC in and out
+        g, model, feed, facts = _conv_s8_model(op, inputs, params)
+        return _execute(g, model, path, feed), facts
     if op in ("conv2d", "depthwise_conv2d", "conv2d_batch_norm"):
         g, model, feed, facts = _conv_model(op, inputs, params)
         return _execute(g, model, path, feed).transpose(0, 3, 1, 2), facts
@@ -466,11 +580,42 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, eps=1e-5, p
     return _call("batch_norm", path, arrays, {"eps": eps})
 
 
+def tflite_conv2d_s8(x, w, bias, input_scale, input_zero_point, weight_scales, output_scale,
+                     output_zero_point, activation="none", stride=1, padding=0, dilation=1,
+                     groups=1, path="xnnpack"):
+    """int8 CONV_2D, arguments as ``reference.quant.tflite_conv2d_s8`` (NHWC int8 in and out).
+    ``groups`` must equal C / (w's input channels), as in the golden op."""
+    cg = np.shape(w)[3] if np.ndim(w) == 4 else None
+    if cg is not None and np.ndim(x) == 4 and int(groups) * cg != np.shape(x)[3]:
+        raise ValueError(f"groups={groups} does not fit input channels {np.shape(x)[3]}, "
+                         f"weight {np.shape(w)}")
+    return _call("tflite_conv2d_s8", path, {"x": x, "w": w, "b": bias},
+                 {"input_scale": input_scale, "input_zero_point": input_zero_point,
+                  "weight_scales": weight_scales, "output_scale": output_scale,
+                  "output_zero_point": output_zero_point, "activation": activation,
+                  "stride": stride, "padding": padding, "dilation": dilation})
+
+
+def tflite_depthwise_conv2d_s8(x, w, bias, input_scale, input_zero_point, weight_scales,
+                               output_scale, output_zero_point, activation="none", stride=1,
+                               padding=0, dilation=1, depth_multiplier=None, path="xnnpack"):
+    """int8 DEPTHWISE_CONV_2D, arguments as ``reference.quant.tflite_depthwise_conv2d_s8``."""
+    if depth_multiplier is not None and np.ndim(w) == 4 and np.ndim(x) == 4 \
+            and int(depth_multiplier) * np.shape(x)[3] != np.shape(w)[3]:
+        raise ValueError(f"depth_multiplier={depth_multiplier} does not fit weight "
+                         f"{np.shape(w)} and {np.shape(x)[3]} input channels")
+    return _call("tflite_depthwise_conv2d_s8", path, {"x": x, "w": w, "b": bias},
+                 {"input_scale": input_scale, "input_zero_point": input_zero_point,
+                  "weight_scales": weight_scales, "output_scale": output_scale,
+                  "output_zero_point": output_zero_point, "activation": activation,
+                  "stride": stride, "padding": padding, "dilation": dilation})
+
+
 # ---- standalone repro source --------------------------------------------------------------
 
 _STANDALONE = (as_float64, pair, padding4, _stats, fold_batch_norm, tflite_same_padding,
                same_padding_2d, _litert, _Graph, _check_delegated, _execute, _conv_model,
-               _clamp_model, _mean_model, _reshape_model, _transpose_model, _batch_norm_model,
+               _padding_mode, _conv_s8_model, _clamp_model, _mean_model, _reshape_model, _transpose_model, _batch_norm_model,
                _run_op)
 
 _REPRO_HEAD = '''import math
@@ -483,6 +628,7 @@ class Unsupported(Exception):
 
 
 _LITERT = None
+_FUSED = {fused!r}
 MAP_GROUPED_CONV = {grouped!r}
 _RESOLVERS = {resolvers!r}
 '''
@@ -503,5 +649,5 @@ _SOURCE_CACHE = {}
 def repro_source(op, path):
     if "body" not in _SOURCE_CACHE:
         _SOURCE_CACHE["body"] = "\n\n".join(inspect.getsource(f).rstrip() + "\n" for f in _STANDALONE)
-    head = _REPRO_HEAD.format(grouped=MAP_GROUPED_CONV, resolvers=_RESOLVERS)
+    head = _REPRO_HEAD.format(grouped=MAP_GROUPED_CONV, resolvers=_RESOLVERS, fused=_FUSED)
     return head + "\n\n" + _SOURCE_CACHE["body"] + _REPRO_TAIL.format(op=op, path=path)

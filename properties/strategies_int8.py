@@ -446,3 +446,70 @@ def kernel_used(op: str, path: str, case: dict) -> str:
             branch = "mult_4" if m % 4 == 0 and plain else "generic"
             return f"{path} ({branch})"
     return path
+
+
+# ---- TFLite int8 models (float scales and zero points): the litert adapter ---------------------
+# A .tflite model holds float32 scales, not multipliers. These strategies reuse the geometry,
+# data, bias and requantization of the cases above and turn each channel's real multiplier
+# m * 2^(shift - 31) into model scales: input and output scales (powers of two in the tie
+# style, so power-of-two multipliers stay exact and every rounding tie survives), weight scale
+# = real * output_scale / input_scale in float32. The golden op derives the multipliers from
+# these scales as TFLite does (reference.quant.conv_params).
+
+TFLITE_ACTIVATIONS = ("none", "relu", "relu6", "relu_n1_to_1")
+# shifts kept inside what every LiteRT path takes: XNNPACK refuses requantization scales
+# >= 256 and TFLite flushes multipliers below 2^-32 to zero
+TFLITE_SHIFTS = (-24, 7)
+
+
+@st.composite
+def tflite_scales(draw, multipliers, shifts):
+    """(input_scale, weight_scales, output_scale) for per-channel real multipliers
+    ``multipliers * 2^(shifts - 31)``."""
+    style = draw(st.sampled_from(("power_of_two", "any")), label="scale style")
+    if style == "power_of_two":
+        in_exp = draw(st.integers(-8, 0), label="input scale exp")
+        out_exp = draw(st.integers(-8, 2), label="output scale exp")
+    else:
+        in_exp = draw(st.floats(-8, 0), label="input scale exp")
+        out_exp = draw(st.floats(-8, 2), label="output scale exp")
+    in_scale, out_scale = np.float32(2.0 ** in_exp), np.float32(2.0 ** out_exp)
+    shifts = np.clip(np.asarray(shifts, np.int64), *TFLITE_SHIFTS)
+    real = np.asarray(multipliers, np.float64) * np.exp2(shifts - 31.0)
+    w_scales = (real * np.float64(out_scale) / np.float64(in_scale)).astype(np.float32)
+    return float(in_scale), w_scales, float(out_scale)
+
+
+def _tflite_case(draw, base, channels):
+    in_scale, w_scales, out_scale = draw(tflite_scales(base["multipliers"], base["shifts"]))
+    case = {k: base[k] for k in ("x", "w", "bias", "stride", "padding", "dilation")}
+    case.update(input_scale=in_scale, input_zero_point=-int(base["input_offset"]),
+                weight_scales=w_scales, output_scale=out_scale,
+                output_zero_point=int(base["output_offset"]),
+                activation=draw(st.sampled_from(TFLITE_ACTIVATIONS), label="fused activation"))
+    assert w_scales.shape == (channels,)
+    return case
+
+
+@st.composite
+def tflite_conv2d_cases(draw, path=None):
+    """Keyword arguments of reference.quant.tflite_conv2d_s8 (and the litert adapter's op):
+    CMSIS-NN's conv geometries (1x1, 1xN, general, grouped; every padding style)."""
+    base = draw(conv2d_cases("arm_convolve_wrapper_s8"))
+    case = _tflite_case(draw, base, base["w"].shape[0])
+    case["groups"] = base["groups"]
+    return case
+
+
+@st.composite
+def tflite_depthwise_conv2d_cases(draw, path=None):
+    """Keyword arguments of reference.quant.tflite_depthwise_conv2d_s8: 3x3, generic and
+    multiplier-4/8 depthwise geometries, dilation, batch > 1."""
+    base = draw(depthwise_conv2d_cases("arm_depthwise_conv_wrapper_s8"))
+    case = _tflite_case(draw, base, base["w"].shape[3])
+    case["depth_multiplier"] = base["depth_multiplier"]
+    return case
+
+
+TFLITE_CASES = {"tflite_conv2d_s8": tflite_conv2d_cases,
+                "tflite_depthwise_conv2d_s8": tflite_depthwise_conv2d_cases}

@@ -34,6 +34,11 @@ Requantization (``rounding=``), returned as int32 values in int64 arrays:
       == (acc * multiplier + 2^(30 - shift)) >> (31 - shift)
 
   one rounding to nearest, ties toward +inf. Differs from "double" by at most 1.
+- ``"double_half_up"``: ``"double"`` with the second rounding ties toward +inf, i.e.
+  ``(SRDHM(...) + 2^(e-1)) >> e`` (a NEON ``VRSHL``-style rounding shift). LiteRT 2.3's
+  optimized (builtin) int8 CONV_2D (ruy) computes this on x86-64, and its optimized
+  DEPTHWISE_CONV_2D does for whole blocks of 8 output channels; differs from "double" by 1
+  on negative ties.
 - ``"float32_rne"``: XNNPACK's fp32 requantization: ``rint(float32(acc) * float32(scale))``
   (float32 product, ties to even), with the real multiplier ``scale`` instead of
   multiplier/shift (``scales=`` on the ops).
@@ -64,7 +69,7 @@ from ._args import normalize_dim, pair, padding4
 
 INT8_MIN, INT8_MAX = -128, 127
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
-ROUNDINGS = ("double", "single", "float32_rne")
+ROUNDINGS = ("double", "single", "float32_rne", "double_half_up")
 ADD_LEFT_SHIFT = 20          # TFLite's left_shift for int8 ADD (15 for int16)
 
 
@@ -161,11 +166,13 @@ def requantize(acc, multiplier=None, shift=None, rounding="double", scale=None):
         raise ValueError(f"shift must be in [-31, 30], got {s.min()}..{s.max()}")
     if m.size and (m.min() < INT32_MIN or m.max() > INT32_MAX):
         raise ValueError("multiplier must be an int32")
-    if rounding == "double":
+    if rounding in ("double", "double_half_up"):
         x = wrap32(acc << np.maximum(s, 0))
         high = (x * m + (1 << 30)) >> 31                              # SRDHM
         high = np.where((x == INT32_MIN) & (m == INT32_MIN), INT32_MAX, high)
         right = np.maximum(-s, 0)
+        if rounding == "double_half_up":                              # (x + 2^(e-1)) >> e
+            return (high + ((np.int64(1) << right) >> 1)) >> right
         mask = (np.int64(1) << right) - 1
         threshold = (mask >> 1) + (high < 0)
         return (high >> right) + ((high & mask) > threshold)          # RDBPOT
@@ -426,3 +433,106 @@ def _div_round_half_away(num, den):
     num, den = np.asarray(num, np.int64), np.asarray(den, np.int64)
     half = den // 2
     return np.where(num > 0, (num + half) // den, -((half - num) // den))
+
+
+# ---- TFLite model parameters (float scales, zero points, fused activation) ------------------
+# A .tflite model stores float32 scales and zero points, not multipliers: the kernels derive
+# their integer parameters in Prepare. These functions derive them the same way, so a case
+# that holds the model's scales gives the golden op and the model the same numbers.
+
+ACTIVATIONS = {"none": (None, None), "relu": (0.0, None), "relu6": (0.0, 6.0),
+               "relu_n1_to_1": (-1.0, 1.0)}
+
+
+def activation_range_s8(activation, output_scale, output_zero_point, rounding="half_away"):
+    """(act_min, act_max) of a fused activation on an int8 output. ``"half_away"`` is
+    TFLite's CalculateActivationRangeQuantized: ``zero_point + std::round(limit /
+    float32(scale))``, clamped to [-128, 127]. ``"half_even"`` is XNNPACK's: ``rint(limit /
+    scale + zero_point)`` in float32 (xnn_qs8_quantize); the two differ only when
+    ``limit / scale`` is an exact half (e.g. RELU6 with output scale 12)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    scale = _positive_scale(output_scale, "output_scale")
+    zp = _zero_point(output_zero_point, "output_zero_point")
+
+    def q(limit):
+        if limit is None:
+            return None
+        v = np.float32(limit) / scale
+        if rounding == "half_away":
+            r = math.copysign(math.floor(abs(float(v)) + 0.5), float(v))
+            return zp + int(r)
+        if rounding == "half_even":
+            return int(np.rint(np.float32(v + np.float32(zp))))
+        raise ValueError(f"rounding must be 'half_away' or 'half_even', got {rounding!r}")
+    lo, hi = (q(v) for v in ACTIVATIONS[activation])
+    lo = INT8_MIN if lo is None else min(max(lo, INT8_MIN), INT8_MAX)
+    hi = INT8_MAX if hi is None else min(max(hi, INT8_MIN), INT8_MAX)
+    return lo, hi
+
+
+def xnnpack_requantization_scales(input_scale, weight_scales, output_scale):
+    """XNNPACK's per-channel fp32 requantization scale, ``input_scale * kernel_scale /
+    output_scale`` evaluated in float32 (xnn_create_convolution2d_nhwc_qs8_qc8w)."""
+    f32 = np.float32
+    return (f32(input_scale) * np.atleast_1d(np.asarray(weight_scales, f32))) / f32(output_scale)
+
+
+def conv_params(input_scale, input_zero_point, weight_scales, output_scale, output_zero_point,
+                activation="none", rounding="double"):
+    """The keyword arguments of ``conv2d_s8`` / ``depthwise_conv2d_s8`` for a TFLite int8
+    model's quantization parameters (per-channel weight scales, weight zero points 0):
+    offsets, TFLite's multipliers and shifts (``conv_multipliers``), the fused activation's
+    bounds, and for ``rounding="float32_rne"`` XNNPACK's float32 scales and its bounds."""
+    _positive_scale(input_scale, "input_scale")
+    _positive_scale(output_scale, "output_scale")
+    ws = np.atleast_1d(np.asarray(weight_scales, np.float64))
+    if ws.ndim != 1 or not (np.isfinite(ws).all() and (ws > 0).all()):
+        raise ValueError(f"weight_scales must be a 1-D array of positive finite floats, got {ws}")
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    mult, shifts = conv_multipliers(input_scale, ws, output_scale, rounding == "single")
+    act_min, act_max = activation_range_s8(activation, output_scale, output_zero_point,
+                                           "half_even" if rounding == "float32_rne" else "half_away")
+    scales = (xnnpack_requantization_scales(input_scale, ws, output_scale)
+              if rounding == "float32_rne" else None)
+    return dict(input_offset=-_zero_point(input_zero_point, "input_zero_point"),
+                output_offset=_zero_point(output_zero_point, "output_zero_point"),
+                multipliers=mult, shifts=shifts, act_min=act_min, act_max=act_max,
+                rounding=rounding, scales=scales)
+
+
+def tflite_conv2d_s8(x, w, bias, input_scale, input_zero_point, weight_scales, output_scale,
+                     output_zero_point, activation="none", stride=1, padding=0, dilation=1,
+                     groups=1, rounding="double"):
+    """A TFLite int8 CONV_2D as the model describes it (x NHWC, w OHWI, int32 bias at
+    input_scale * weight_scales[o]): ``conv2d_s8`` with ``conv_params``."""
+    return conv2d_s8(x, w, bias, stride=stride, padding=padding, dilation=dilation,
+                     groups=groups, **conv_params(input_scale, input_zero_point, weight_scales,
+                                                  output_scale, output_zero_point, activation,
+                                                  rounding))
+
+
+def tflite_depthwise_conv2d_s8(x, w, bias, input_scale, input_zero_point, weight_scales,
+                               output_scale, output_zero_point, activation="none", stride=1,
+                               padding=0, dilation=1, depth_multiplier=None, rounding="double"):
+    """A TFLite int8 DEPTHWISE_CONV_2D as the model describes it (w 1HW(C*M), per-channel
+    scales along the last axis): ``depthwise_conv2d_s8`` with ``conv_params``."""
+    return depthwise_conv2d_s8(x, w, bias, stride=stride, padding=padding, dilation=dilation,
+                               depth_multiplier=depth_multiplier,
+                               **conv_params(input_scale, input_zero_point, weight_scales,
+                                             output_scale, output_zero_point, activation,
+                                             rounding))
+
+
+def _positive_scale(v, name):
+    s = np.float32(v)
+    if np.ndim(v) or not (np.isfinite(s) and s > 0):
+        raise ValueError(f"{name} must be a positive finite float, got {v!r}")
+    return s
+
+
+def _zero_point(v, name):
+    if np.ndim(v) or int(v) != v or not INT8_MIN <= int(v) <= INT8_MAX:
+        raise ValueError(f"{name} must be an integer in [-128, 127], got {v!r}")
+    return int(v)
