@@ -11,12 +11,15 @@ import numpy as np
 
 def pair(value, name: str, minimum: int) -> tuple[int, int]:
     """``value`` as an (h, w) pair of ints, each >= ``minimum``."""
-    if np.ndim(value) == 0:
-        value = (value, value)
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
+    if type(value) is int:                  # the common case, without NumPy's per-call overhead
+        h = w = value
+    else:
+        if np.ndim(value) == 0:
+            value = (value, value)
+        try:
+            h, w = (int(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}") from None
     if h < minimum or w < minimum:
         raise ValueError(f"{name} must be >= {minimum} on both axes, got {(h, w)}")
     return h, w
@@ -28,7 +31,7 @@ def padding4(padding) -> tuple[int, int, int, int]:
     Accepts an int (all sides), ``(pad_h, pad_w)`` (symmetric per axis), or
     ``((top, bottom), (left, right))`` (asymmetric).
     """
-    if np.ndim(padding) == 2:
+    if type(padding) is not int and np.ndim(padding) == 2:
         try:
             (top, bottom), (left, right) = ((int(a), int(b)) for a, b in padding)
         except (TypeError, ValueError):
