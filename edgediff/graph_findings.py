@@ -105,7 +105,13 @@ from edgediff.graph_run import load_graph_adapter, run_graph
 
 def main():
     graph = Graph.load(HERE)
-    outcome = run_graph(graph, load_graph_adapter({adapter!r}), path={path!r})
+    spec = {spec!r}                  # a user adapter MODULE:ATTR, or None for a built-in
+    if spec:
+        import adapters
+        adapter = adapters.load_spec(spec)
+    else:
+        adapter = load_graph_adapter({adapter!r})
+    outcome = run_graph(graph, adapter, path={path!r})
     if outcome.failed:
         print("FAIL: " + outcome.message())
         return 1
@@ -118,8 +124,9 @@ if __name__ == "__main__":
 '''
 
 
-def write_graph_finding(outcome: GraphOutcome, root, origin: str = "") -> Path:
-    """Write ``outcome`` (normally already reduced) as a graph finding; returns its directory."""
+def write_graph_finding(outcome: GraphOutcome, root, origin: str = "", spec: str | None = None) -> Path:
+    """Write ``outcome`` (normally already reduced) as a graph finding; returns its directory.
+    ``spec`` (MODULE:ATTR) names a user adapter for the repro; built-ins are loaded by name."""
     root = Path(root)
     fid = _finding_id(outcome)
     directory = root / fid
@@ -153,7 +160,7 @@ def write_graph_finding(outcome: GraphOutcome, root, origin: str = "") -> Path:
                   "environment": environment()}
         atomic_write(directory / "repro.py", REPRO.format(fid=fid, adapter=outcome.adapter,
                                                           version=outcome.version, path=outcome.path,
-                                                          repo=str(REPO)))
+                                                          repo=str(REPO), spec=spec))
         atomic_write(directory / "ISSUE.md", render_issue(record, outcome))
         atomic_write(directory / "finding.json", json.dumps(record, indent=2, default=str))
     return directory

@@ -135,7 +135,7 @@ def cmd_network(args) -> int:
     if not args.no_reduce:
         from edgediff.graph_findings import reduce_divergence, single_op_findings, write_graph_finding
         reduced = reduce_divergence(outcome, adapter) if bad else outcome
-        directory = write_graph_finding(reduced, args.findings_dir, origin=label)
+        directory = write_graph_finding(reduced, args.findings_dir, origin=label, spec=args.adapter)
         print(f"minimal failing subgraph ({len(reduced.graph.nodes)} nodes): finding written to {directory}")
         if backend and len(reduced.graph.nodes) == 1:
             for path, d in single_op_findings(reduced, backend, args.findings_dir):

@@ -1,0 +1,231 @@
+"""Meta-tests of edgediff's graphs: shape inference, the golden graph against PyTorch float64,
+the graph strategy, localization of a planted bug, ggml's in-place aliasing, the network CLI
+and the subgraph finding it writes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edgediff import networks
+from edgediff.graph import Graph, GraphBuilder, infer_shapes, run_golden, subgraph
+from edgediff.graph_check import check_graph, first_divergence
+from edgediff.graph_run import run_graph
+from properties.strategies_graph import build_graph, graphs, node_specs
+from tests.helpers import assert_raises_naming
+from tests.planted_graph import adapter as planted, correct
+
+REPO = Path(__file__).resolve().parent.parent
+torch = pytest.importorskip("torch")
+
+
+def _conv_graph(**conv_params):
+    b = GraphBuilder()
+    b.input("x", np.ones((1, 4, 8, 8)))
+    b.const("w", np.ones((6, 4, 3, 3)))
+    b.add_node("conv", "conv2d", {"x": "x", "w": "w"}, **conv_params)
+    return Graph(b.inputs, b.tensors, b.nodes)
+
+
+# ---- shape inference ---------------------------------------------------------------------------
+
+def test_shape_inference_errors_name_the_node_and_the_parameter():
+    msg = assert_raises_naming(lambda: infer_shapes(_conv_graph(stride=0)), "stride")
+    assert "'conv'" in msg
+    assert_raises_naming(lambda: infer_shapes(_conv_graph(groups=3)), "groups")
+    assert_raises_naming(lambda: infer_shapes(_conv_graph(padding=-1)), "padding")
+    b = GraphBuilder()
+    b.input("x", np.ones((1, 4, 2, 2)))
+    b.add_node("v", "view", {"x": "x"}, shape=(3, -1))
+    assert_raises_naming(lambda: b.build(), "shape")
+    b = GraphBuilder()
+    b.input("x", np.ones((1, 4, 2, 2)))
+    b.add_node("y", "clamp", {"x": "nowhere"}, min=0.0)
+    assert_raises_naming(lambda: b.build(), "nowhere")
+    b = GraphBuilder()
+    b.input("x", np.ones((1, 4, 2, 2)))
+    b.input("z", np.ones((1, 3, 2, 2)))
+    b.add_node("sum", "add", {"x": "x", "y": "z"})
+    assert_raises_naming(lambda: b.build(), "'sum'")
+
+
+def test_inferred_shapes_match_the_golden_results():
+    g = networks.mobilenet_v2(width=0.35, size=96)
+    shapes = infer_shapes(g)
+    for name, value in run_golden(g).items():
+        assert shapes[name] == value.shape, name
+
+
+def test_graph_round_trips_through_json_and_npz(tmp_path):
+    g = networks.fbnet_a(width=0.35, size=96, layout="channels_last")
+    g.save(tmp_path)
+    back = Graph.load(tmp_path)
+    assert back.to_json() == g.to_json()
+    assert all(np.array_equal(back.tensors[k], g.tensors[k]) for k in g.tensors)
+
+
+# ---- golden graph vs PyTorch float64 -------------------------------------------------------------
+
+def _torch_float64(graph: Graph) -> dict:
+    """The graph in PyTorch float64, written from torch.nn.functional (independent of reference/)."""
+    F = torch.nn.functional
+    v = {k: torch.from_numpy(np.asarray(a, np.float64)) for k, a in graph.tensors.items()}
+    for n in graph.nodes:
+        t, p = {r: v[s] for r, s in n.inputs.items()}, n.params
+        if n.op in ("conv2d", "depthwise_conv2d"):
+            groups = t["x"].shape[1] if n.op == "depthwise_conv2d" else p.get("groups", 1)
+            y = F.conv2d(t["x"], t["w"], t.get("b"), p["stride"], p["padding"], 1, groups)
+        elif n.op == "batch_norm":
+            y = F.batch_norm(t["x"], t["running_mean"], t["running_var"], t.get("weight"), t.get("bias"),
+                             training=False, eps=p["eps"])
+        elif n.op == "clamp":
+            y = torch.clamp(t["x"], p["min"], p["max"])
+        elif n.op == "mean":
+            y = torch.mean(t["x"], dim=p["dim"], keepdim=p["keepdim"])
+        elif n.op == "view":
+            y = t["x"].reshape(p["shape"])
+        elif n.op == "add":
+            y = t["x"] + t["y"]
+        else:
+            raise AssertionError(n.op)
+        v[n.name] = y
+    return {n.name: v[n.name].numpy() for n in graph.nodes}
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "fbnet_a"])
+def test_golden_network_equals_torch_float64(name):
+    g = networks.build(name, width=0.35, size=96, seed=3)
+    golden, ref = run_golden(g), _torch_float64(g)
+    for node in g.nodes:
+        scale = np.abs(ref[node.name]).max() + 1e-300
+        err = np.abs(golden[node.name] - ref[node.name]).max()
+        assert err <= 1e-10 * scale, f"{node.name}: golden differs from torch float64 by {err:.3g} (scale {scale:.3g})"
+
+
+# ---- the graph strategy -------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graph=graphs())
+def test_strategy_generates_only_valid_graphs(graph):
+    shapes = infer_shapes(graph)
+    assert 1 <= len(graph.nodes) <= 6
+    golden = run_golden(graph)
+    assert all(golden[n.name].shape == shapes[n.name] for n in graph.nodes)
+    assert graph.inputs == ["x"] and graph.tensors["x"].dtype == np.float32
+
+
+@settings(max_examples=40, deadline=None)
+@given(specs=st.lists(node_specs, min_size=1, max_size=6), drop=st.integers(0, 5), seed=st.integers(0, 99))
+def test_removing_any_node_spec_still_builds_a_valid_graph(specs, drop, seed):
+    """What shrinking does: deleting list elements; every sublist must still be a valid graph."""
+    smaller = specs[:drop % len(specs)] + specs[drop % len(specs) + 1:]
+    for s in (specs, smaller):
+        g = build_graph((1, 3, 5, 5), "contiguous", s, seed, "normal", "normal")
+        infer_shapes(g)
+        assert len(g.nodes) <= max(1, len(s))
+
+
+# ---- local error, localization ------------------------------------------------------------------
+
+def test_correct_backend_passes_every_layer_and_planted_bug_is_localized():
+    g = networks.mobilenet_v2(width=0.35, size=96, seed=1)
+    golden = run_golden(g)
+    ok = run_graph(g, correct, golden=golden)
+    assert ok.kind == "pass", ok.message()
+    bad = run_graph(g, planted, golden=golden)
+    assert bad.kind == "mismatch"
+    first = bad.first_divergence
+    assert first.name == "b1.0.dw", f"localized to {first.name}, the planted bug is in b1.0.dw"
+    names = [n.name for n in g.nodes]
+    before = [c for c in bad.checks if names.index(c.name) < names.index("b1.0.dw")]
+    assert before and all(c.status == "ok" for c in before)
+    # layers after it compute correctly from their (already wrong) inputs: only the other
+    # strided depthwise layers diverge locally
+    diverging = {c.name for c in bad.checks if c.status == "diverges"}
+    strided_dw = {n.name for n in g.nodes if n.op == "depthwise_conv2d" and n.params["stride"] == 2}
+    assert diverging == strided_dw
+    # while end to end, the logits are off
+    assert bad.checks[-1].end_to_end_max_abs > 100 * ok.checks[-1].end_to_end_max_abs
+
+
+def test_fused_segment_is_judged_as_one_and_catches_a_wrong_value():
+    """A backend returning only the clamp of conv -> BN -> clamp (as XNNPACK does) is compared over
+    the segment; a wrong value inside it still fails."""
+    g = networks.mobilenet_v2(width=0.35, size=96, seed=2)
+    keep = [n.name for n in g.nodes[:12]]
+    sub = subgraph(g, keep, {})
+    golden = run_golden(sub)
+    observed = {k: v.astype(np.float32) for k, v in golden.items()
+                if not k.endswith(".bn") and k not in ("stem", "b1.0.expand")}
+    checks = check_graph(sub, observed)
+    assert first_divergence(checks) is None
+    assert any(len(c.segment) == 3 for c in checks)
+    observed["stem.relu6"] = observed["stem.relu6"].copy()
+    observed["stem.relu6"][0, 0, 5, 5] += 1e-3
+    bad = first_divergence(check_graph(sub, observed))
+    assert bad is not None and bad.name == "stem.relu6"
+
+
+# ---- ggml: one compute graph, in-place clamp aliasing -------------------------------------------
+
+def test_ggml_graph_handles_in_place_clamp_through_views_and_shared_inputs():
+    from edgediff.graph_run import NoGraphRunner, load_graph_adapter
+    import adapters
+    try:
+        ggml = load_graph_adapter("ggml")
+    except (adapters.AdapterUnavailable, NoGraphRunner) as exc:
+        pytest.skip(str(exc))
+    rng = np.random.default_rng(0)
+    b = GraphBuilder()
+    b.input("x", rng.standard_normal((1, 2, 4, 4)) * 4)
+    b.const("w", rng.standard_normal((3, 2, 1, 1)))
+    b.add_node("conv", "conv2d", {"x": "x", "w": "w"})
+    b.add_node("flat", "view", {"x": "conv"}, shape=(1, 3, 16, 1))
+    b.add_node("relu6", "clamp", {"x": "flat"}, min=0.0, max=6.0)        # in place on conv's memory
+    b.const("w2", rng.standard_normal((3, 2, 1, 1)))
+    b.add_node("conv2", "conv2d", {"x": "x", "w": "w2"})
+    b.add_node("relu", "clamp", {"x": "conv2"}, min=0.0)
+    b.add_node("sum", "add", {"x": "relu", "y": "conv2"})                # conv2 read after the clamp
+    out = run_graph(b.build(), ggml)
+    assert out.kind == "pass", out.message()
+    assert "conv" not in out.observed and "flat" not in out.observed and "conv2" in out.observed
+
+
+# ---- CLI and findings ---------------------------------------------------------------------------
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "edgediff", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_network_cli_exit_codes_and_subgraph_finding(tmp_path):
+    usage = _cli("network", "mobilenet_v2", "--backend", "nosuchbackend", "--width", "0.35", "--size", "96")
+    assert usage.returncode == 2 and "unknown backend" in usage.stderr
+    bad_width = _cli("network", "mobilenet_v2", "--backend", "ggml", "--width", "2", "--size", "96")
+    assert bad_width.returncode == 2 and "width" in bad_width.stderr
+
+    ok = _cli("network", "mobilenet_v2", "--adapter", "tests.planted_graph:correct", "--width", "0.35",
+              "--size", "96", "--findings-dir", str(tmp_path / "none"), "--plot", str(tmp_path / "ok.png"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "no layer diverges" in ok.stdout and "b6.0.project" in ok.stdout
+    assert (tmp_path / "ok.png").stat().st_size > 1000
+
+    found = _cli("network", "mobilenet_v2", "--adapter", "tests.planted_graph:adapter", "--width", "0.35",
+                 "--size", "96", "--findings-dir", str(tmp_path / "f"))
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert "first diverging layer: b1.0.dw (depthwise_conv2d)" in found.stdout
+    (directory,) = [p for p in (tmp_path / "f").iterdir() if p.is_dir()]
+    record = json.loads((directory / "finding.json").read_text())
+    assert record["first_diverging_node"] == "b1.0.dw" and len(record["nodes"]) == 1
+    sub = Graph.load(directory)
+    assert sub.tensors["b1.0.expand.relu6"].shape[2] < 48         # spatially reduced from 48x48
+    assert {"repro.py", "ISSUE.md", "graph.json", "tensors.npz"} <= {p.name for p in directory.iterdir()}
+    repro = subprocess.run([sys.executable, str(directory / "repro.py")], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300)
+    assert repro.returncode == 1 and repro.stdout.startswith("FAIL"), repro.stdout + repro.stderr
