@@ -15,7 +15,14 @@ An adapter is any object (a module is fine) with:
 - optionally ``repro_source(op, path) -> str``: Python source that defines
   ``run(inputs: dict, params: dict) -> np.ndarray`` using only NumPy and the backend, for the
   standalone ``repro.py`` of a finding;
-- optionally ``isolated = True`` (run in a worker process) and ``python`` (its interpreter).
+- optionally ``isolated = True`` (run in a worker process) and ``python`` (its interpreter);
+- optionally ``run_graph(graph, arrays, path=...) -> ({node name: array}, facts)`` and
+  ``graph_paths``: run an ``edgediff.graph`` Graph (``graph`` is its ``spec()``: nodes with
+  op, inputs by argument name and params; ``arrays`` holds its inputs, NHWC-strided for
+  channels_last, and constants) as ONE backend program, and return the nodes whose values the
+  backend can observe without changing what it runs (nodes hidden by a fusion or overwritten
+  in place are left out; ``edgediff.graph_check`` compares them together with the next
+  returned node). Isolated adapters run graphs in ``edgediff.graph_worker``.
 
 A configuration the backend cannot express raises ``Unsupported(reason)`` *before* calling
 the backend. Anything the backend does after that (wrong values, exceptions, crashes) is a
