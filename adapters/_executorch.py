@@ -242,6 +242,54 @@ def not_delegated(edge):
             getattr(n.target, "__name__", "") not in ("executorch_call_delegate", "getitem")]
 
 
+def quantization_config(per_channel, observer="minmax"):
+    """XNNPACKQuantizer's symmetric config (int8 weights in [-127, 127], per tensor or per output
+    channel; int8 affine activations). ``observer="minmax"`` calibrates activations on their
+    min and max (every calibrated value lies inside the range); ``"histogram"`` keeps the
+    config's own HistogramObserver, which may clip outliers."""
+    import dataclasses
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        get_symmetric_quantization_config)
+    config = get_symmetric_quantization_config(is_per_channel=per_channel)
+    if observer == "minmax":
+        from torchao.quantization.pt2e import MinMaxObserver
+        act = dataclasses.replace(config.input_activation,
+                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    elif observer != "histogram":
+        raise ValueError(f"observer must be 'minmax' or 'histogram', got {observer!r}")
+    return config
+
+
+def ptq_quantizer(config):
+    """An XNNPACKQuantizer for post-training quantization. prepare_pt2e folds batch norms into
+    their convs before it annotates, so the QAT-only conv-BN patterns (``is_qat``) can never
+    match; the stock quantizer still builds them (4 annotators exporting 12 pattern graphs,
+    ~2.5 s per prepare). They are left out here; the annotation is otherwise the stock one."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    quantizer = XNNPACKQuantizer().set_global(config)
+    quantizer.SUPPORTED_PATTERNS = [p for p in XNNPACKQuantizer.SUPPORTED_PATTERNS if not p.is_qat]
+    return quantizer
+
+
+def quantize_module(module, x, quantization, observer="minmax", quantizer=None):
+    """The pt2e flow: export, ``prepare_pt2e`` with the XNNPACKQuantizer, calibrate on ``x``
+    itself, ``convert_pt2e``. Returns the converted graph module: the fake-quantized eager graph
+    (quantize/dequantize ops around float ops), which is also what gets lowered.
+    ``quantization``: "int8_per_tensor" or "int8_per_channel" (the weights' scales)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    if quantization not in ("int8_per_tensor", "int8_per_channel"):
+        raise ValueError(f"unknown quantization {quantization!r}")
+    if quantizer is None:
+        config = quantization_config(quantization == "int8_per_channel", observer)
+        quantizer = ptq_quantizer(config)
+    with torch.no_grad():
+        graph = torch.export.export(module, (x,)).module()     # no .eval() on it (pt2e)
+        prepared = prepare_pt2e(graph, quantizer)
+        prepared(x)
+        return convert_pt2e(prepared)
+
+
 def execute_program(buffer, x, etdump_path=None):
     """Load the serialised program in this process and run ``forward(x)``; returns the output
     as an NCHW NumPy array. With ``etdump_path`` an ETDump of the run is written there."""
@@ -260,7 +308,7 @@ def execute_program(buffer, x, etdump_path=None):
 
 STANDALONE = (is_channels_last, to_torch_input, conv_layer, batch_norm_layer, ConvModule,
               FunctionModule, BatchNormModule, clamp_function, build_module, lower_to_edge,
-              not_delegated, execute_program)
+              not_delegated, quantization_config, ptq_quantizer, quantize_module, execute_program)
 
 _FLOAT_KINDS = "f"
 _SETUP_DONE = False
@@ -443,13 +491,18 @@ class Template:
         self.error = None           # exception to re-raise (Unsupported, lowering failure)
         self.facts = {}             # delegated nodes etc.
         self.kernels = None         # kernel names from the first run's ETDump
+        self.fake_quant = None      # int8: (output of the fake-quantized graph, output scale)
 
 
 class Lowerer:
     """Lowers, checks, caches and executes programs for one backend (XNNPACK or portable)."""
 
-    def __init__(self, xnnpack: bool, max_templates: int = 256, max_programs: int = 64):
+    def __init__(self, xnnpack: bool, max_templates: int = 256, max_programs: int = 64,
+                 quantization: str | None = None):
         self.xnnpack = xnnpack
+        self.quantization = quantization     # None (float) or "int8_per_tensor"/"int8_per_channel"
+        if quantization is not None and not xnnpack:
+            import executorch.kernels.quantized  # noqa: F401  (portable quantize/dequantize kernels)
         self.templates: OrderedDict = OrderedDict()   # structure key -> Template
         self.programs: OrderedDict = OrderedDict()    # content hash -> Template (unpatchable)
         self.unpatchable_families: set = set()
@@ -477,8 +530,16 @@ class Lowerer:
         tpl = Template()
         self.stats["lowerings"] += 1
         try:
+            if self.quantization is not None:
+                module = quantize_module(module, x, self.quantization)
+                qfacts = quantization_facts(module)
+                with torch.no_grad():
+                    tpl.fake_quant = (module(x).detach().contiguous().numpy().copy(),
+                                      qfacts["output_scale"])
             edge = lower_to_edge(module, x, self.xnnpack)
             tpl.facts = self._delegation_facts(edge)   # before to_executorch rewrites the graph
+            if self.quantization is not None:
+                tpl.facts["quantization"] = qfacts
             if self.xnnpack and tpl.facts["not_delegated"]:
                 tpl.error = adapters.Unsupported(
                     "not delegated: " + ", ".join(tpl.facts["not_delegated"]))
@@ -516,7 +577,8 @@ class Lowerer:
             self.templates.move_to_end(key)
             return key, tpl
         family = op          # folding is a property of the op's graph, not of its shapes
-        if family in self.unpatchable_families:
+        if family in self.unpatchable_families or self.quantization is not None:
+            # int8: the weights are quantized, and every scale depends on the values
             tpl = Template()                       # lowered per example (content cache)
         else:
             module, x = build_module(op, inputs, params)
@@ -604,6 +666,10 @@ class Lowerer:
             raise detailed from error
         facts = dict(program_tpl.facts)
         facts.update(tpl.kernels)
+        if program_tpl.fake_quant is not None and program_tpl.fake_quant[0].shape == out.shape:
+            reference, scale = program_tpl.fake_quant
+            facts["max_lsb_vs_fake_quant"] = float(np.max(np.abs(
+                out.astype(np.float64) - reference), initial=0.0) / scale)
         facts["module"] = module_form(module)
         facts["weights"] = "patched into a cached program" if tpl.offsets is not None else "lowered"
         return out, facts
@@ -644,6 +710,29 @@ class runtime_log:
         out = [ln.strip() for ln in self._text.splitlines()
                if ln.startswith("[") and ".cpp:" in ln and "cpuinfo" not in ln]
         return out[:limit]
+
+
+def quantization_facts(converted) -> dict:
+    """Scales and zero points the pt2e flow chose, read from the converted graph: the input's
+    and output's per-tensor quantize nodes and the weight's dequantize node."""
+    facts = {}
+    for node in converted.graph.nodes:
+        if node.op != "call_function":
+            continue
+        name = str(node.target)
+        if name.startswith("quantized_decomposed.quantize_per_tensor"):
+            src = node.args[0]
+            key = "input" if getattr(src, "op", "") == "placeholder" else "output"
+            facts[f"{key}_scale"], facts[f"{key}_zero_point"] = float(node.args[1]), int(node.args[2])
+        elif name.startswith("quantized_decomposed.dequantize_per_channel"):
+            scales = node.args[1]
+            if getattr(scales, "op", "") == "get_attr":
+                scales = getattr(converted, scales.target)
+            facts["weight_scales"] = [float(v) for v in torch.as_tensor(scales).reshape(-1)]
+        elif (name.startswith("quantized_decomposed.dequantize_per_tensor")
+              and getattr(node.args[0], "op", "") == "get_attr"):
+            facts["weight_scales"] = [float(node.args[1])]
+    return facts
 
 
 def _op_name(target) -> str:
@@ -744,6 +833,10 @@ REPRO_RUN = '''
 def run(inputs, params):
     """Build the module, lower it as edgediff did and execute it with the ExecuTorch runtime."""
     module, x = build_module(OP, inputs, params)
+    if QUANTIZATION:                       # int8: pt2e quantization calibrated on x itself
+        if not XNNPACK:
+            import executorch.kernels.quantized  # noqa: F401
+        module = quantize_module(module, x, QUANTIZATION)
     edge = lower_to_edge(module, x, xnnpack=XNNPACK)
     if XNNPACK and not_delegated(edge):
         print("note: not delegated to XNNPACK:", not_delegated(edge))
@@ -751,10 +844,10 @@ def run(inputs, params):
 '''
 
 
-def repro_source(op: str, xnnpack: bool) -> str:
+def repro_source(op: str, xnnpack: bool, quantization: str | None = None) -> str:
     import inspect
     head = ["import numpy as np", "import torch", "import torch.nn.functional as F", "",
-            f"OP = {op!r}", f"XNNPACK = {xnnpack!r}", ""]
+            f"OP = {op!r}", f"XNNPACK = {xnnpack!r}", f"QUANTIZATION = {quantization!r}", ""]
     body = []
     for obj in STANDALONE:
         src = inspect.getsource(obj)
@@ -765,25 +858,40 @@ def repro_source(op: str, xnnpack: bool) -> str:
 
 # ---- the op functions both adapters expose ----------------------------------------------------------
 
-class Backend:
-    """The adapter-contract op functions over one Lowerer. Lowering machinery is set up on first
-    use, so importing an adapter (e.g. to list backends) stays cheap."""
+INT8_OPS = ("conv2d", "depthwise_conv2d", "conv2d_batch_norm")   # what XNNPACKQuantizer annotates
 
-    def __init__(self, xnnpack: bool, path: str):
-        self.xnnpack, self.path, self._lowerer = xnnpack, path, None
+
+class Backend:
+    """The adapter-contract op functions over one Lowerer per path: the float path, and the
+    int8 paths ``{path: quantization}`` (for ``INT8_OPS``). Lowering machinery is set up on
+    first use, so importing an adapter (e.g. to list backends) stays cheap."""
+
+    def __init__(self, xnnpack: bool, path: str, int8_paths: dict | None = None):
+        self.xnnpack, self.path = xnnpack, path
+        self.quantization = {path: None, **(int8_paths or {})}
+        self._lowerers = {}
+
+    def lowerer_for(self, path: str) -> Lowerer:
+        if path not in self.quantization:
+            raise ValueError(f"unknown path {path!r}; this backend has {list(self.quantization)}")
+        if path not in self._lowerers:
+            setup()
+            self._lowerers[path] = Lowerer(self.xnnpack, quantization=self.quantization[path])
+        return self._lowerers[path]
 
     @property
     def lowerer(self) -> Lowerer:
-        if self._lowerer is None:
-            setup()
-            self._lowerer = Lowerer(self.xnnpack)
-        return self._lowerer
+        """The float path's Lowerer."""
+        return self.lowerer_for(self.path)
 
     def _run(self, op, arrays, params, path):
-        if path != self.path:
-            raise ValueError(f"unknown path {path!r}; this backend has {self.path!r}")
+        import adapters
+        if path not in self.quantization:
+            raise ValueError(f"unknown path {path!r}; this backend has {list(self.quantization)}")
+        if self.quantization[path] is not None and op not in INT8_OPS:
+            raise adapters.Unsupported(f"{path}: XNNPACKQuantizer annotates only {INT8_OPS}")
         arrays = {k: v for k, v in arrays.items() if v is not None}
-        return self.lowerer.run(op, arrays, params)
+        return self.lowerer_for(path).run(op, arrays, params)
 
     def conv2d(self, x, w, b=None, stride=1, padding=0, dilation=1, groups=1, path=None):
         return self._run("conv2d", dict(x=x, w=w, b=b), dict(
@@ -819,4 +927,4 @@ class Backend:
         return self._run("batch_norm", arrays, dict(eps=eps), path or self.path)
 
     def repro_source(self, op, path=None):
-        return repro_source(op, self.xnnpack)
+        return repro_source(op, self.xnnpack, self.quantization.get(path or self.path))

@@ -15,9 +15,13 @@ from adapters import _executorch as _et
 name = "executorch_portable"
 version = f"executorch {_et.EXECUTORCH_VERSION}"
 PATH = "portable/f32"
-_backend = _et.Backend(xnnpack=False, path=PATH)
+INT8_PATHS = {"portable/int8_per_tensor": "int8_per_tensor",
+              "portable/int8_per_channel": "int8_per_channel"}
+_backend = _et.Backend(xnnpack=False, path=PATH, int8_paths=INT8_PATHS)
 paths = {op: (PATH,) for op in ("conv2d", "depthwise_conv2d", "clamp", "mean", "view", "permute",
                                  "batch_norm", "conv2d_batch_norm")}
+for _op in _et.INT8_OPS:
+    paths[_op] = (PATH, *INT8_PATHS)
 
 # Every new structure is a new lowering (~0.7 s): in the dev and ci profiles each
 # (op, path) test draws at most this many examples; --max-examples and thorough/fuzz win.
@@ -29,8 +33,10 @@ def unavailable_reason():
 
 
 def arithmetic(op, path):
-    from edgediff.tolerance import FLOAT32
-    return FLOAT32
+    from edgediff.tolerance import FLOAT32, Arithmetic
+    if path in INT8_PATHS:               # float in and out, int8 inside: quantization error model
+        return Arithmetic(quantization=INT8_PATHS[path])
+    return FLOAT32                       # float32 inputs, accumulation and output
 
 
 conv2d = _backend.conv2d

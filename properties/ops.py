@@ -13,7 +13,8 @@ import numpy as np
 
 import reference
 from edgediff.case import Case
-from edgediff.tolerance import Arithmetic, exact_bound, gamma, sum_of_products_bound
+from edgediff.tolerance import (Arithmetic, exact_bound, gamma, quantized_conv_bound,
+                                sum_of_products_bound)
 
 from . import strategies as S
 
@@ -34,6 +35,10 @@ class OpSpec:
 
 def conv_bound(case: Case, expected, arith: Arithmetic):
     """Sum of k = Cg*KH*KW products plus bias; magnitude = golden op on |x|, |w|, |b|."""
+    if getattr(arith, "quantization", None):          # int8 inside: quantization error model
+        inp = case.inputs
+        return quantized_conv_bound(OPS[case.op].golden, inp["x"], inp["w"], inp.get("b"),
+                                    case.params, expected, arith.quantization)
     absolute = {k: np.abs(v) for k, v in case.inputs.items()}
     magnitude = OPS[case.op].golden(**absolute, **case.params)
     w = case.inputs["w"]
@@ -47,6 +52,10 @@ def conv_batch_norm_bound(case: Case, expected, arith: Arithmetic):
     A backend may fold BN into the weights first (rounding w*scale once more per term),
     so each product gets one extra rounding: 3 instead of 2 input-side roundings."""
     inp, p = case.inputs, case.params
+    if getattr(arith, "quantization", None):          # int8: BN folded into w and b, then
+        return quantized_conv_bound(reference.conv2d, inp["x"], *fold_batch_norm(case),
+                                    {k: v for k, v in p.items() if k != "eps"}, expected,
+                                    arith.quantization)
     conv_params = {k: v for k, v in p.items() if k != "eps"}
     conv_inputs = {k: inp[k] for k in ("x", "w", "b") if k in inp}
     o = inp["w"].shape[0]
@@ -62,6 +71,18 @@ def conv_batch_norm_bound(case: Case, expected, arith: Arithmetic):
     # does), so every addition rounds at |b'|'s magnitude: b' is one more term of the sum.
     conv_err = (2.0 * arith.u_inputs(case.dtype) + gamma(k + 3, u_acc)) * terms
     return conv_err + 8 * u_acc * terms + arith.u("output") * np.abs(expected) + k * 2.0 ** -126
+
+
+def fold_batch_norm(case: Case):
+    """(w, b) of the conv that equals conv2d_batch_norm: w * s and (b - mean) * s + bias with
+    s = weight / sqrt(var + eps) (float64)."""
+    inp = case.inputs
+    o = inp["w"].shape[0]
+    s = np.asarray(inp.get("weight", np.ones(o)), np.float64) / np.sqrt(
+        inp["running_var"].astype(np.float64) + case.params["eps"])
+    b = np.asarray(inp.get("b", np.zeros(o)), np.float64)
+    folded_b = (b - inp["running_mean"]) * s + np.asarray(inp.get("bias", np.zeros(o)), np.float64)
+    return inp["w"].astype(np.float64) * s.reshape(-1, 1, 1, 1), folded_b
 
 
 def mean_bound(case: Case, expected, arith: Arithmetic):

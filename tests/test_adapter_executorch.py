@@ -275,3 +275,150 @@ def test_repro_source_runs_standalone(tmp_path, backend, label):
     proc = subprocess.run([sys.executable, "repro.py"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=300, env=env)
     assert proc.returncode == 0 and "PASS" in proc.stdout, (proc.stdout, proc.stderr[-2000:])
+
+
+# ---- int8: pt2e quantization (XNNPACKQuantizer) -> XNNPACK QS8/QC8 or portable q/dq kernels ----
+
+INT8_CASES = {
+    "conv2d": _conv((1, 3, 8, 8), (4, 3, 3, 3), padding=1),
+    "conv2d-grouped-strided-dilated": _conv((2, 6, 11, 10), (9, 2, 3, 2), groups=3, stride=(2, 1),
+                                            dilation=(1, 2), padding=(1, 2)),
+    "conv2d-asymmetric-padding": _conv((1, 4, 7, 9), (5, 4, 3, 3), padding=((0, 2), (1, 0))),
+    "conv2d-1x1-channels_last": _conv((1, 8, 5, 5), (16, 8, 1, 1), layout=CL, bias=False),
+    "depthwise-multiplier-channels_last": _depthwise(3, 2, layout=CL, stride=2, padding=(1, 0)),
+    "conv2d_batch_norm": _conv_bn(),
+}
+INT8 = [(backend, path, label)
+        for backend, prefix in (("xnnpack", "xnnpack"), ("executorch_portable", "portable"))
+        for path in (f"{prefix}/int8_per_tensor", f"{prefix}/int8_per_channel")
+        for label in sorted(INT8_CASES)]
+# An int8 result may differ from the fake-quantized graph by one output step (the backend's
+# rescale rounds float32 products; the graph rounds a float conv), plus float32 noise.
+LSB_LIMIT = 1.0 + 1e-4
+
+
+@pytest.mark.parametrize("backend,path,label", INT8, ids=["-".join(t) for t in INT8])
+def test_int8_matches_golden_and_fake_quant(backend, path, label):
+    """The delegated int8 program against the float golden, within the quantization error model
+    (edgediff.tolerance.quantized_conv_bound), and against the fake-quantized eager graph it was
+    lowered from, within one output LSB; XNNPACK must have run its QS8 (per-tensor weights) or
+    QC8 (per-channel weights) kernels, with nothing left outside the delegate."""
+    adapter = _load(backend)
+    case = INT8_CASES[label]
+    outcome = run_case(case, adapter, path, OPS[case.op])
+    assert outcome.kind == "pass", outcome.message()
+    assert outcome.extra["arithmetic"]["quantization"] == path.split("/")[1]
+    assert outcome.extra["max_lsb_vs_fake_quant"] <= LSB_LIMIT, outcome.extra
+    q = outcome.extra["quantization"]
+    assert len(q["weight_scales"]) == (case.inputs["w"].shape[0] if "per_channel" in path else 1), q
+    if backend == "xnnpack":
+        # "Convolution (NHWC, QS8) IGEMM" / "(NHWC, QC8)"; for 1x1 "Fully Connected (NC, QS8)
+        # GEMM" / "(NC, QS8, QC8W)"
+        kernels = [k for k in outcome.extra["xnnpack_kernels"] if "QS8" in k or "QC8" in k]
+        assert kernels, outcome.extra
+        assert all(("QC8" in k) == ("per_channel" in path) for k in kernels), kernels
+        assert outcome.extra["not_delegated"] == []
+    else:
+        assert any("quantize_per_tensor" in k for k in outcome.extra["kernels"]), outcome.extra
+
+
+def _lower_int8(case, quantization, observer, xnnpack=True):
+    """(program output, fake-quantized graph output, output scale) for one case."""
+    import torch
+    from adapters import _executorch as et
+    module, x = et.build_module(case.op, case.inputs, case.params)
+    converted = et.quantize_module(module, x, quantization, observer=observer)
+    with torch.no_grad():
+        fake = converted(x).numpy()
+    edge = et.lower_to_edge(converted, x, xnnpack=xnnpack)
+    assert et.not_delegated(edge) == [], et.not_delegated(edge)
+    out = et.execute_program(edge.to_executorch().buffer, x)
+    return out, fake, et.quantization_facts(converted)["output_scale"]
+
+
+@pytest.mark.parametrize("quantization", ["int8_per_tensor", "int8_per_channel"])
+def test_xnnpack_int8_within_one_lsb_of_fake_quant_with_stock_calibration(xnnpack, quantization):
+    """With XNNPACKQuantizer's own activation observer (HistogramObserver, which may clip
+    outliers, so no case-derived bound against the float golden exists), XNNPACK's int8 program
+    still equals the fake-quantized graph to one output step, element by element."""
+    worst = 0.0
+    for seed, case in enumerate([_conv((1, 6, 9, 9), (8, 6, 3, 3), seed=60, padding=1),
+                                 _depthwise(8, 1, layout=CL, seed=61, padding=1),
+                                 _conv_bn(seed=62)]):
+        out, fake, scale = _lower_int8(case, quantization, observer="histogram")
+        lsb = np.abs(out.astype(np.float64) - fake) / scale
+        assert lsb.max() <= LSB_LIMIT, (case.describe(), lsb.max())
+        worst = max(worst, float(lsb.max()))
+    assert np.isfinite(worst)
+
+
+def test_ptq_quantizer_annotates_like_the_stock_quantizer():
+    """ptq_quantizer leaves out the QAT-only conv-BN patterns (they cost ~2.5 s per prepare and
+    cannot match after prepare_pt2e's BN folding): on a conv + BN module both quantizers must
+    produce the same converted graph and the same quantized weights."""
+    _load("xnnpack")
+    import torch
+    from adapters import _executorch as et
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
+    case = _conv_bn(seed=70)
+    graphs = []
+    for make in (et.ptq_quantizer,
+                 lambda config: XNNPACKQuantizer().set_global(config)):
+        module, x = et.build_module(case.op, case.inputs, case.params)
+        quantizer = make(et.quantization_config(per_channel=True))
+        converted = et.quantize_module(module, x, "int8_per_channel", quantizer=quantizer)
+        consts = {k: v.clone() for k, v in converted.state_dict().items()}
+        graphs.append((converted.code, consts, et.quantization_facts(converted)))
+    (code_a, consts_a, facts_a), (code_b, consts_b, facts_b) = graphs
+    assert code_a == code_b
+    assert facts_a == facts_b
+    assert consts_a.keys() == consts_b.keys()
+    assert all(torch.equal(consts_a[k], consts_b[k]) for k in consts_a)
+
+
+def test_int8_bound_rejects_a_planted_bug(xnnpack):
+    """The quantization error model accepts the fake-quantized graph (a correct int8
+    implementation) and rejects the same graph with one classic int8 bug planted: the output
+    zero point applied with the wrong sign."""
+    from adapters import _executorch as et
+    from edgediff.compare import compare
+    from edgediff.tolerance import Arithmetic
+    base = _conv((1, 4, 8, 8), (6, 4, 3, 3), seed=80, padding=1)
+    inputs = dict(base.inputs, b=base.inputs["b"] + np.float32(20.0))   # output range away from
+    case = Case("conv2d", inputs, base.params)                          # 0: zero point far from 0
+    expected = OPS["conv2d"].expected(case)
+    bound = OPS["conv2d"].bound(case, expected, Arithmetic(quantization="int8_per_tensor"))
+    module, x = et.build_module(case.op, case.inputs, case.params)
+    converted = et.quantize_module(module, x, "int8_per_tensor")
+    import torch
+    with torch.no_grad():
+        correct = converted(x).numpy()
+    q = et.quantization_facts(converted)
+    assert compare(expected, correct, bound).ok
+    scale, zp = q["output_scale"], q["output_zero_point"]
+    assert abs(zp) > 16, q
+    wrong_sign = correct + np.float32(2 * zp * scale)   # s * (q + zp) instead of s * (q - zp)
+    assert not compare(expected, wrong_sign, bound).ok
+
+
+def test_int8_path_declines_ops_the_quantizer_does_not_annotate(xnnpack):
+    """clamp is not annotated by XNNPACKQuantizer: it has no int8 path, and asking for one is
+    Unsupported before anything is lowered."""
+    assert adapters.paths(xnnpack, "clamp") == ("xnnpack/f32",)
+    with pytest.raises(adapters.Unsupported, match="annotates only"):
+        xnnpack.clamp(_values(0, 1, 2, 3, 3), min=0.0, max=1.0, path="xnnpack/int8_per_tensor")
+
+
+def test_int8_repro_source_runs_standalone(tmp_path, xnnpack):
+    """repro.py of an int8 path quantizes, lowers and runs without edgediff and prints PASS."""
+    case = INT8_CASES["conv2d"]
+    outcome = run_case(case, xnnpack, "xnnpack/int8_per_channel", OPS[case.op])
+    assert outcome.kind == "pass", outcome.message()
+    source = xnnpack.repro_source(case.op, outcome.path)
+    assert "QUANTIZATION = 'int8_per_channel'" in source
+    case.save(tmp_path, {"expected": np.asarray(outcome.expected), "bound": np.asarray(outcome.bound)})
+    (tmp_path / "repro.py").write_text(render_repro(outcome, "test", source))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "repro.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, env=env)
+    assert proc.returncode == 0 and "PASS" in proc.stdout, (proc.stdout, proc.stderr[-2000:])
