@@ -35,6 +35,17 @@ How each op becomes TFLite (what a converter would emit):
   would.
 - clamp: RELU6 for (0, 6), RELU_N1_TO_1 for (-1, 1), RELU_0_TO_1 for (0, 1), RELU for
   (0, None); otherwise MAXIMUM with a scalar constant ``min`` and/or MINIMUM with ``max``.
+- tflite_conv2d_s8 / tflite_depthwise_conv2d_s8 (int8; arguments as
+  ``reference.quant.tflite_*``: NHWC int8 in and out, the model's float scales and zero
+  points): int8 CONV_2D (OHWI weights, per-channel scales on dimension 0, ``groups`` from
+  the weight shape) or DEPTHWISE_CONV_2D (1HW(C*M) weights, scales on dimension 3), weight
+  zero points 0, an int32 bias at scale float32(input_scale * weight_scale[o]), the fused
+  activation (NONE, RELU, RELU6, RELU_N1_TO_1) in the options, op version 3; padding as
+  for float, the PAD op being int8 (it pads with the input zero point). What each path
+  computes (properties/test_litert_int8.py): builtin_ref = rounding "double"; xnnpack =
+  "float32_rne" with its own activation bounds (ties to even); builtin = "double_half_up"
+  for CONV_2D (grouped: "double"), and for DEPTHWISE_CONV_2D "double_half_up" on whole
+  blocks of 8 output channels, "double" on the rest.
 - mean (MEAN with an int32 axis tensor, negative axes as given, ``keep_dims``), view
   (RESHAPE with an int32 shape tensor, ``-1`` as given) and permute (TRANSPOSE, perm
   normalised to non-negative as TFLite requires) run on the array's logical NCHW C-order
@@ -361,11 +372,20 @@ def _conv_s8_model(op, inputs, params):
         o, kh, kw, cg = w.shape
         if c % cg or o % (c // cg):
             raise ValueError(f"w {w.shape} does not fit {c} input channels")
+    for name in ("input_scale", "output_scale", "weight_scales"):
+        v = np.asarray(params[name], np.float64)
+        if v.size == 0 or not (np.isfinite(v).all() and (v > 0).all()):
+            raise ValueError(f"{name} must be positive and finite, got {params[name]!r}")
+    for name in ("input_zero_point", "output_zero_point"):
+        v = params[name]
+        if np.ndim(v) or int(v) != v or not -128 <= int(v) <= 127:
+            raise ValueError(f"{name} must be an integer in [-128, 127], got {v!r}")
     in_scale, in_zp = np.float32(params["input_scale"]), int(params["input_zero_point"])
     out_scale, out_zp = np.float32(params["output_scale"]), int(params["output_zero_point"])
     w_scales = np.asarray(params["weight_scales"], np.float32).reshape(-1)
     if w_scales.shape != (o,):
-        raise ValueError(f"weight_scales must have {o} entries, got {w_scales.shape}")
+        raise ValueError(f"weight_scales must have {o} entries (one per output channel), "
+                         f"got {w_scales.shape}")
     activation = params.get("activation", "none")
     if activation not in _FUSED:
         raise ValueError(f"activation must be one of {sorted(_FUSED)}, got {activation!r}")

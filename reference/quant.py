@@ -507,6 +507,7 @@ def tflite_conv2d_s8(x, w, bias, input_scale, input_zero_point, weight_scales, o
                      groups=1, rounding="double"):
     """A TFLite int8 CONV_2D as the model describes it (x NHWC, w OHWI, int32 bias at
     input_scale * weight_scales[o]): ``conv2d_s8`` with ``conv_params``."""
+    _check_scales(weight_scales, np.shape(w)[0] if np.ndim(w) == 4 else None)
     return conv2d_s8(x, w, bias, stride=stride, padding=padding, dilation=dilation,
                      groups=groups, **conv_params(input_scale, input_zero_point, weight_scales,
                                                   output_scale, output_zero_point, activation,
@@ -518,11 +519,18 @@ def tflite_depthwise_conv2d_s8(x, w, bias, input_scale, input_zero_point, weight
                                padding=0, dilation=1, depth_multiplier=None, rounding="double"):
     """A TFLite int8 DEPTHWISE_CONV_2D as the model describes it (w 1HW(C*M), per-channel
     scales along the last axis): ``depthwise_conv2d_s8`` with ``conv_params``."""
+    _check_scales(weight_scales, np.shape(w)[3] if np.ndim(w) == 4 else None)
     return depthwise_conv2d_s8(x, w, bias, stride=stride, padding=padding, dilation=dilation,
                                depth_multiplier=depth_multiplier,
                                **conv_params(input_scale, input_zero_point, weight_scales,
                                              output_scale, output_zero_point, activation,
                                              rounding))
+
+
+def _check_scales(weight_scales, channels):
+    if channels is not None and np.shape(np.atleast_1d(weight_scales)) != (channels,):
+        raise ValueError(f"weight_scales must have one entry per output channel ({channels}), "
+                         f"got shape {np.shape(weight_scales)}")
 
 
 def _positive_scale(v, name):

@@ -313,3 +313,256 @@ def test_repro_source_runs_standalone(tmp_path):
         script = subprocess.run([sys.executable, jobs[key]], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=120)
         assert script.returncode == 0 and script.stdout.strip() == "PASS", script.stdout + script.stderr
+
+
+# ---- int8: CONV_2D / DEPTHWISE_CONV_2D from the model's float scales --------------------------
+
+from reference import quant  # noqa: E402
+
+# the rounding each path implements (properties/test_litert_int8.py measures it on random cases)
+INT8_ROUNDING = {"builtin_ref": "double", "xnnpack": "float32_rne", "builtin": "double_half_up"}
+
+
+def int8_case(op, x_shape, w_shape, seed, **params):
+    rng = np.random.default_rng(seed)
+    o = w_shape[3] if op == "tflite_depthwise_conv2d_s8" else w_shape[0]
+    case = dict(x=rng.integers(-128, 128, x_shape).astype(np.int8),
+                w=rng.integers(-127, 128, w_shape).astype(np.int8),
+                bias=rng.integers(-3000, 3000, o).astype(np.int32), input_scale=0.02,
+                input_zero_point=-7, weight_scales=rng.uniform(0.002, 0.01, o).astype(np.float32),
+                output_scale=0.25, output_zero_point=5)
+    case.update(params)
+    return op, case
+
+
+INT8_CASES = {
+    "conv-same-relu6": int8_case("tflite_conv2d_s8", (1, 7, 7, 3), (4, 3, 3, 3), 1, padding=1,
+                                 activation="relu6"),
+    "conv-valid-strided-dilated-batch2": int8_case(
+        "tflite_conv2d_s8", (2, 9, 8, 5), (6, 3, 2, 5), 2, stride=(2, 3), dilation=(2, 1)),
+    "conv-asymmetric-pad-relu": int8_case(
+        "tflite_conv2d_s8", (1, 6, 7, 4), (3, 3, 3, 4), 3, padding=((0, 2), (1, 0)),
+        activation="relu", bias=None),
+    "conv-1x1-relu-n1-to-1": int8_case("tflite_conv2d_s8", (1, 4, 4, 8), (5, 1, 1, 8), 4,
+                                       activation="relu_n1_to_1", output_scale=0.01),
+    "depthwise-multiplier-2-same": int8_case(
+        "tflite_depthwise_conv2d_s8", (1, 6, 6, 5), (1, 3, 3, 10), 5, padding=1,
+        depth_multiplier=2, activation="relu6"),
+    "depthwise-asymmetric-dilated-batch2": int8_case(
+        "tflite_depthwise_conv2d_s8", (2, 9, 9, 12), (1, 2, 3, 12), 6,
+        padding=((1, 0), (0, 3)), dilation=2),
+    "depthwise-multiplier-4-strided": int8_case(
+        "tflite_depthwise_conv2d_s8", (1, 8, 7, 3), (1, 3, 3, 12), 7, stride=2,
+        depth_multiplier=4),
+}
+
+
+def int8_golden(op, path, case):
+    if op == "tflite_depthwise_conv2d_s8" and path == "builtin":
+        from properties.test_litert_int8 import builtin_depthwise_golden
+        return builtin_depthwise_golden(case)
+    rounding = "double" if path == "builtin" and case.get("groups", 1) != 1 else INT8_ROUNDING[path]
+    return getattr(quant, op)(**case, rounding=rounding)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("label", list(INT8_CASES))
+def test_int8_matches_golden(label, path):
+    op, case = INT8_CASES[label]
+    got, facts = getattr(L, op)(**case, path=path)
+    assert got.dtype == np.int8
+    want = int8_golden(op, path, case)
+    np.testing.assert_array_equal(got, want, err_msg=f"{label} on {path} ({facts})")
+    # the cases are not trivial: outputs span values and (but for the activation) don't saturate
+    assert len(np.unique(want)) > 3
+
+
+def test_int8_grouped_conv_every_path():
+    op, case = int8_case("tflite_conv2d_s8", (2, 5, 6, 6), (9, 3, 3, 2), 8, groups=3,
+                         padding=((1, 0), (0, 1)))
+    for path in PATHS:
+        got, facts = L.tflite_conv2d_s8(**case, path=path)
+        assert facts["tflite_ops"] == "PAD+CONV_2D"
+        np.testing.assert_array_equal(got, int8_golden(op, path, case), err_msg=path)
+
+
+def test_int8_facts_and_padding_modes():
+    _, case = INT8_CASES["conv-asymmetric-pad-relu"]
+    assert L.tflite_conv2d_s8(**case, path="builtin_ref")[1] == {
+        "tflite_ops": "PAD+CONV_2D", "tflite_padding": "VALID"}
+    _, case = INT8_CASES["conv-same-relu6"]
+    assert L.tflite_conv2d_s8(**case, path="builtin_ref")[1]["tflite_padding"] == "SAME"
+
+
+def _int8_interpreter(op, case, resolver):
+    lt = L._litert()
+    g, model, _, _ = L._conv_s8_model(op, {"x": case["x"], "w": case["w"], "b": case["bias"]},
+                                      {k: v for k, v in case.items() if k not in ("x", "w", "bias")})
+    interp = lt["Interpreter"](model_content=model, num_threads=1,
+                               experimental_op_resolver_type=getattr(lt["OpResolverType"], resolver))
+    interp.allocate_tensors()
+    return g, interp
+
+
+@pytest.mark.parametrize("label", ["conv-same-relu6", "conv-asymmetric-pad-relu",
+                                   "depthwise-multiplier-2-same"])
+def test_int8_xnnpack_path_is_delegated(label):
+    """XNNPACK takes the int8 model whole (one DELEGATE node producing the output, fed by the
+    graph input and constants); the builtin resolver runs the plain TFLite nodes."""
+    op, case = INT8_CASES[label]
+    g, auto = _int8_interpreter(op, case, "AUTO")
+    nodes = auto._get_ops_details()        # the original nodes are listed beside the DELEGATE
+    delegates = [d for d in nodes if d["op_name"] == "DELEGATE"]
+    assert len(delegates) == 1 and g.outputs[0] in delegates[0]["outputs"].tolist(), nodes
+    assert set(delegates[0]["inputs"].tolist()) <= set(g.inputs) | g.constants
+    L._check_delegated(auto, g)                      # no exception
+    assert auto.get_input_details()[0]["dtype"] == np.int8
+    assert auto.get_output_details()[0]["quantization"] == (np.float32(case["output_scale"]),
+                                                            case["output_zero_point"])
+    _, plain = _int8_interpreter(op, case, "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+    names = [d["op_name"] for d in plain._get_ops_details()]
+    assert "DELEGATE" not in names and names[-1] in ("CONV_2D", "DEPTHWISE_CONV_2D")
+    with pytest.raises(adapters.Unsupported, match="^not delegated"):
+        L._check_delegated(plain, g)
+
+
+def test_int8_weights_are_per_channel_on_tflite_dimensions():
+    """CONV_2D weights carry their scales on dimension 0 (O of OHWI), DEPTHWISE_CONV_2D on 3."""
+    for label, dim in (("conv-same-relu6", 0), ("depthwise-multiplier-2-same", 3)):
+        op, case = INT8_CASES[label]
+        _, interp = _int8_interpreter(op, case, "BUILTIN_REF")
+        w = [t for t in interp.get_tensor_details() if t["name"] in ("w_ohwi", "w_1hwo")][0]
+        qp = w["quantization_parameters"]
+        assert qp["quantized_dimension"] == dim
+        np.testing.assert_array_equal(qp["scales"], case["weight_scales"])
+        assert not qp["zero_points"].any()
+        bias = [t for t in interp.get_tensor_details() if t["name"] == "bias"][0]
+        np.testing.assert_allclose(bias["quantization_parameters"]["scales"],
+                                   np.float32(case["input_scale"]) * case["weight_scales"], rtol=1e-7)
+
+
+def test_int8_bad_arguments_raise_value_error_naming_them():
+    op, case = INT8_CASES["conv-same-relu6"]
+    for key, bad, word in (("activation", "tanh", "activation"), ("input_zero_point", 200, "input_zero_point"),
+                           ("output_scale", 0.0, "output_scale"),
+                           ("weight_scales", np.ones(3, np.float32), "weight_scales")):
+        with pytest.raises(ValueError, match=word):
+            L.tflite_conv2d_s8(**dict(case, **{key: bad}), path="builtin_ref")
+        with pytest.raises(ValueError, match=word):
+            quant.tflite_conv2d_s8(**dict(case, **{key: bad}))
+    with pytest.raises(ValueError, match="x must be a 4-D int8"):
+        L.tflite_conv2d_s8(**dict(case, x=case["x"].astype(np.float32)), path="builtin")
+    with pytest.raises(ValueError, match="groups"):
+        L.tflite_conv2d_s8(**dict(case, groups=2), path="builtin")
+
+
+# LiteRT int8 findings (2.3.0, x86-64), pinned as strict xfails: each asserts what TFLite's
+# reference kernels (builtin_ref, rounding "double") give, on the path that does otherwise.
+
+def _tie_case(x_values, channels=1, depthwise=False, **params):
+    """y = x / 4 on a 1x1 conv, one pixel row: exact ties whenever x = 2 (mod 4)."""
+    x = np.asarray(x_values, np.int8).reshape(1, 1, -1, 1).repeat(channels, axis=3)
+    w = np.ones((1, 1, 1, channels) if depthwise else (channels, 1, 1, channels), np.int8)
+    if not depthwise:
+        w = np.eye(channels, dtype=np.int8).reshape(channels, 1, 1, channels)
+    case = dict(x=x, w=w, bias=None, input_scale=1.0, input_zero_point=0,
+                weight_scales=np.full(channels, 0.25, np.float32), output_scale=1.0,
+                output_zero_point=0)
+    case.update(params)
+    return case
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "LiteRT 2.3.0 finding: the builtin (optimized, ruy) int8 CONV_2D rounds the second step "
+    "of the requantization ties toward +inf (rounding 'double_half_up'), not away from zero "
+    "as TFLite's reference MultiplyByQuantizedMultiplier does: x = -10, scale 1/4 (real "
+    "-2.5) gives -2 on builtin, -3 on builtin_ref"))
+def test_builtin_conv_rounds_like_the_reference_kernels():
+    case = _tie_case([-10])
+    got, _ = L.tflite_conv2d_s8(**case, path="builtin")
+    assert got.ravel().tolist() == quant.tflite_conv2d_s8(**case).ravel().tolist() == [-3]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "LiteRT 2.3.0 finding: the builtin (optimized) int8 DEPTHWISE_CONV_2D rounds output "
+    "channels in whole blocks of 8 with ties toward +inf ('double_half_up') and the remaining "
+    "C*M % 8 channels away from zero ('double'): with 9 channels of x = -10, scale 1/4, "
+    "channels 0-7 give -2 and channel 8 gives -3 (builtin_ref: -3 everywhere)"))
+def test_builtin_depthwise_rounds_like_the_reference_kernels():
+    case = _tie_case([-10], channels=9, depthwise=True)
+    got, _ = L.tflite_depthwise_conv2d_s8(**case, path="builtin")
+    assert got.ravel().tolist() == [-3] * 9
+
+
+def test_builtin_depthwise_split_is_per_block_of_8():
+    """The measured shape of that finding: 8 half-up channels, then one double-rounded."""
+    case = _tie_case([-10], channels=9, depthwise=True)
+    got, _ = L.tflite_depthwise_conv2d_s8(**case, path="builtin")
+    assert got.ravel().tolist() == [-2] * 8 + [-3]
+    assert L.tflite_depthwise_conv2d_s8(**case, path="builtin_ref")[0].ravel().tolist() == [-3] * 9
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "LiteRT 2.3.0 finding: XNNPACK's int8 fused-activation bounds round limit / scale + "
+    "zero_point to even (xnn_qs8_quantize), TFLite's CalculateActivationRangeQuantized rounds "
+    "half away from zero: RELU6 with output scale 4 and zero point 1 clamps at 3 on "
+    "builtin/builtin_ref (1 + round(1.5)) but at 2 on xnnpack (rint(2.5))"))
+def test_xnnpack_relu6_bound_equals_tflite():
+    case = _tie_case([127], input_scale=4.0, output_scale=4.0, output_zero_point=1,
+                     activation="relu6", weight_scales=np.ones(1, np.float32))
+    assert quant.tflite_conv2d_s8(**case).ravel().tolist() == [3]
+    got, _ = L.tflite_conv2d_s8(**case, path="xnnpack")
+    assert got.ravel().tolist() == [3]
+
+
+def test_xnnpack_activation_bounds_are_round_half_even():
+    case = _tie_case([127], input_scale=4.0, output_scale=4.0, output_zero_point=1,
+                     activation="relu6", weight_scales=np.ones(1, np.float32))
+    assert quant.activation_range_s8("relu6", 4.0, 1, "half_even") == (1, 2)
+    assert L.tflite_conv2d_s8(**case, path="xnnpack")[0].ravel().tolist() == [2]
+    assert quant.tflite_conv2d_s8(**case, rounding="float32_rne").ravel().tolist() == [2]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "XNNPACK requantizes in float32 with ties to even (rounding 'float32_rne'), by design, not "
+    "with TFLite's fixed-point double rounding: x = -10, scale 1/4 gives -2 on xnnpack, -3 on "
+    "builtin_ref; x = 6 gives 2 vs 2, x = 10 gives 2 vs 3"))
+def test_xnnpack_int8_rounds_like_the_reference_kernels():
+    case = _tie_case([-10, 6, 10])
+    got, _ = L.tflite_conv2d_s8(**case, path="xnnpack")
+    assert got.ravel().tolist() == quant.tflite_conv2d_s8(**case).ravel().tolist()
+
+
+@pytest.mark.parametrize("op", ["tflite_conv2d_s8", "tflite_depthwise_conv2d_s8"])
+def test_int8_repro_source_runs_standalone(tmp_path, op):
+    """repro_source(op, path) runs the same int8 model without edgediff, adapters or reference."""
+    label = "conv-asymmetric-pad-relu" if op == "tflite_conv2d_s8" else "depthwise-multiplier-2-same"
+    _, case = INT8_CASES[label]
+    inputs = {"x": case["x"], "w": case["w"]}
+    params = {k: v for k, v in case.items() if k not in ("x", "w", "bias")}
+    params["weight_scales"] = params["weight_scales"].tolist()
+    jobs, expected = {}, {}
+    for path in PATHS:
+        script = tmp_path / f"{path}.py"
+        script.write_text(L.repro_source(op, path))
+        jobs[path] = str(script)
+        expected[path] = getattr(L, op)(**dict(case, bias=None), path=path)[0]
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    (tmp_path / "params.json").write_text(json.dumps(params))
+    driver = textwrap.dedent('''
+        import json, runpy, sys
+        import numpy as np
+        for blocked in ("adapters", "edgediff", "reference", "properties"):
+            sys.modules[blocked] = None
+        jobs = json.loads(sys.argv[1])
+        inputs = dict(np.load("inputs.npz"))
+        params = json.load(open("params.json"))
+        np.savez(sys.argv[2], **{path: runpy.run_path(s)["run"](inputs, params) for path, s in jobs.items()})
+    ''')
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", driver, json.dumps(jobs), "out.npz"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with np.load(tmp_path / "out.npz") as got:
+        for path in PATHS:
+            np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
