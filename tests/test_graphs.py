@@ -229,3 +229,17 @@ def test_network_cli_exit_codes_and_subgraph_finding(tmp_path):
     repro = subprocess.run([sys.executable, str(directory / "repro.py")], cwd=tmp_path, capture_output=True,
                            text=True, timeout=300)
     assert repro.returncode == 1 and repro.stdout.startswith("FAIL"), repro.stdout + repro.stderr
+
+
+def test_one_node_subgraph_maps_onto_a_single_op_case(tmp_path):
+    """The cheap path for a one-node minimal subgraph: it becomes an ordinary Case, run through the
+    backend's single-op paths. The planted bug lives only in the planted graph runner, so the real
+    torch single op does not reproduce it and no single-op finding is written."""
+    from edgediff.graph_findings import reduce_divergence, single_op_case, single_op_findings
+    g = networks.mobilenet_v2(width=0.35, size=96, seed=1)
+    reduced = reduce_divergence(run_graph(g, planted), planted)
+    assert [n.name for n in reduced.graph.nodes] == ["b1.0.dw"] and reduced.failed
+    case = single_op_case(reduced)
+    assert case.op == "depthwise_conv2d" and case.params == {"stride": 2, "padding": 1}
+    assert case.inputs["x"].shape == reduced.graph.tensors["b1.0.expand.relu6"].shape
+    assert single_op_findings(reduced, "torch", tmp_path) == []
