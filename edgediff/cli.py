@@ -8,6 +8,7 @@
     edgediff report DIR... [--out report.html] [--markdown summary.md]
     edgediff network mobilenet_v2|fbnet_a --backend NAME [--width W] [--size S]   exit 0: no layer
                      diverges, 1: one does (finding written), 2: usage, 3: backend cannot run graphs
+    edgediff power [--mutant NAME] [--family F] [--profile ci] [--write]   exit 1 if a mutant escapes
 
 Both run the differential and metamorphic properties (``properties/``) through pytest, print
 the op x backend matrix and write findings. Extra arguments after ``--`` go to pytest.
@@ -62,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("dirs", nargs="+")
     p.add_argument("--out", default="report.html")
     p.add_argument("--markdown", default=None)
+    p = sub.add_parser("power", help="measure bug-finding power on the planted-bug mutants")
+    p.add_argument("--mutant", action="append", default=[], help="a mutant name (repeatable; default all)")
+    p.add_argument("--family", action="append", default=[],
+                   help="torch_float, litert_float or int8 (repeatable; default all)")
+    p.add_argument("--profile", choices=PROFILES, default="ci", help="Hypothesis profile (default ci)")
+    p.add_argument("--max-examples", type=int, default=None, help="override the profile's budget")
+    p.add_argument("--json", default=None, help="also write the results as JSON here")
+    p.add_argument("--write", action="store_true", help="write the table into benchmarks/RESULTS.md")
     return ap
 
 
@@ -125,6 +134,8 @@ def main(argv=None) -> int:
     if args.command == "network":
         from edgediff.network_cli import cmd_network
         return cmd_network(args)
+    if args.command == "power":
+        return cmd_power(args)
     if args.command in ("replay", "baseline", "report"):
         import adapters
         try:
@@ -221,3 +232,37 @@ def cmd_report(args) -> int:
     print(md)
     print(f"HTML report: {out}")
     return 0
+
+
+def cmd_power(args) -> int:
+    import json
+
+    from edgediff import power
+    if args.max_examples is not None and args.max_examples < 1:
+        print(f"edgediff power: --max-examples must be >= 1, got {args.max_examples}", file=sys.stderr)
+        return 2
+    try:
+        chosen = power.select(args.mutant, args.family)
+    except ValueError as exc:
+        print(f"edgediff power: {exc}", file=sys.stderr)
+        return 2
+    os.chdir(REPO)
+
+    def progress(r):
+        status = (f"detected after {r.examples_to_detect} examples, {r.seconds_to_detect:.2f} s; "
+                  f"shrunk to {r.repro_elements} elements" if r.detected
+                  else f"ESCAPED ({r.examples_run} examples)")
+        print(f"{r.mutant:<34} {r.op:<18} {status}", flush=True)
+
+    results = power.measure_all(chosen, args.profile, args.max_examples, progress)
+    text = power.table(results, args.profile)
+    print()
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(power.as_dicts(results), indent=1))
+    if args.write:
+        from benchmarks.results import write_section
+        command = "edgediff power" + "".join(f" --mutant {m}" for m in args.mutant) + \
+            "".join(f" --family {f}" for f in args.family) + f" --profile {args.profile} --write"
+        write_section("Bug-finding power: planted-bug mutants", command, text)
+    return 0 if all(r.detected for r in results) else 1

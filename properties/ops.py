@@ -150,7 +150,8 @@ def clamp_pattern(case: Case) -> tuple:
     lo, hi = case.params["min"], case.params["max"]
     kind = ("min only" if hi is None else "max only" if lo is None
             else "min>max" if lo > hi else "min<=max")
-    return (kind, case.layout)
+    nan = ("NaN input",) if np.isnan(case.inputs["x"]).any() else ()
+    return (kind,) + nan + (case.layout,)
 
 
 def mean_pattern(case: Case) -> tuple:

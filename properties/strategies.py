@@ -39,12 +39,14 @@ def make_values(kind: str, seed: int, shape) -> np.ndarray:
         v = rng.standard_normal(shape) * 2.0 ** rng.integers(8, 20, size=shape)
     elif kind == "signed_zeros":
         v = rng.choice([0.0, -0.0, 0.0, -0.0, 1.0, -1.0, 0.5], size=shape)
+    elif kind == "with_nan":
+        v = np.where(rng.random(shape) < 0.2, np.nan, rng.standard_normal(shape) * 4)
     elif kind == "with_nan_inf":
         v = rng.standard_normal(shape)
         specials = rng.choice([np.nan, np.inf, -np.inf], size=shape)
         v = np.where(rng.random(shape) < 0.1, specials, v)
     else:
-        raise ValueError(f"unknown value kind {kind!r}; known: {VALUE_KINDS + SPECIAL_KINDS}")
+        raise ValueError(f"unknown value kind {kind!r}; known: {VALUE_KINDS + SPECIAL_KINDS + ('with_nan',)}")
     return np.asarray(v, dtype=np.float32)
 
 
@@ -111,8 +113,11 @@ def conv_geometry(draw, max_extra: int = 10):
     dilation = draw(pairs(1, 3), label="dilation")
     eff = ((kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1)
     padding, (t, b, l, r) = draw(paddings(eff))
-    h = max(1, eff[0] - t - b) + draw(st.integers(0, max_extra), label="extra height")
-    w = max(1, eff[1] - l - r) + draw(st.integers(0, max_extra), label="extra width")
+    # Half the time an axis gets no extra size: the output is then one pixel wide there
+    # (1x1 outputs take GEMV-style fast paths) or the kernel is wider than the input.
+    extra = st.one_of(st.just(0), st.integers(0, max_extra))
+    h = max(1, eff[0] - t - b) + draw(extra, label="extra height")
+    w = max(1, eff[1] - l - r) + draw(extra, label="extra width")
     return {"kernel": (kh, kw), "stride": as_param(stride), "dilation": as_param(dilation),
             "padding": padding, "spatial": (h, w)}
 
@@ -156,6 +161,12 @@ def shapes(min_rank=1, max_rank=5, max_side=6):
     return st.lists(st.integers(1, max_side), min_size=min_rank, max_size=max_rank).map(tuple)
 
 
+def layout_shapes(max_side=6):
+    """Any rank 1-5, but rank 4 (NCHW, where a channels_last layout can be drawn) half the
+    time: layout bugs (a view or a reduction over a non-contiguous input) live there."""
+    return st.one_of(st.tuples(*[st.integers(1, max_side)] * 4), shapes(1, 5, max_side))
+
+
 def nchw_shapes():
     return st.tuples(st.integers(1, 3), st.integers(1, MAX_CHANNELS), st.integers(1, 12),
                      st.integers(1, 12))
@@ -171,7 +182,9 @@ def clamp_cases(draw, specials: bool = False):
     lo, hi = draw(bounds, label="min"), draw(bounds, label="max")
     if lo is None and hi is None:
         hi = 6.0
-    x = draw(values(shape, specials, kinds=("small_int", "normal", "large", "signed_zeros")))
+    # NaN is in clamp's default tier: PyTorch's clamp propagates it, and a kernel built from
+    # min/max instructions that drops it is a classic bug. (Inf stays in the --specials tier.)
+    x = draw(values(shape, specials, kinds=("small_int", "normal", "large", "signed_zeros", "with_nan")))
     return Case("clamp", {"x": x}, {"min": lo, "max": hi}, draw(layouts))
 
 
@@ -194,7 +207,7 @@ def dim_choices(draw, rank: int):
 
 @st.composite
 def mean_cases(draw, specials: bool = False):
-    shape = draw(shapes(1, 5, 8))
+    shape = draw(layout_shapes(8))
     layout = draw(layouts) if len(shape) == 4 else "contiguous"
     return Case("mean", {"x": draw(values(shape, specials))},
                 {"dim": draw(dim_choices(len(shape))), "keepdim": draw(st.booleans(), label="keepdim")},
@@ -227,7 +240,7 @@ def view_shapes(draw, size: int):
 
 @st.composite
 def view_cases(draw, specials: bool = False):
-    shape = draw(shapes(1, 5, 6))
+    shape = draw(layout_shapes(6))
     layout = draw(layouts) if len(shape) == 4 else "contiguous"
     return Case("view", {"x": draw(values(shape, specials))},
                 {"shape": draw(view_shapes(math.prod(shape)))}, layout)
@@ -235,7 +248,7 @@ def view_cases(draw, specials: bool = False):
 
 @st.composite
 def permute_cases(draw, specials: bool = False):
-    shape = draw(shapes(1, 5, 6))
+    shape = draw(layout_shapes(6))
     rank = len(shape)
     dims = draw(st.permutations(range(rank)), label="dims")
     dims = tuple(d - rank if draw(st.booleans(), label="negative dim") else d for d in dims)
