@@ -243,3 +243,17 @@ def test_one_node_subgraph_maps_onto_a_single_op_case(tmp_path):
     assert case.op == "depthwise_conv2d" and case.params == {"stride": 2, "padding": 1}
     assert case.inputs["x"].shape == reduced.graph.tensors["b1.0.expand.relu6"].shape
     assert single_op_findings(reduced, "torch", tmp_path) == []
+
+
+def test_real_weights_load_by_tensor_name(tmp_path):
+    g = networks.mobilenet_v2(width=0.35, size=96, seed=0)
+    w = np.full(g.tensors["stem.w"].shape, 0.25, np.float32)
+    np.savez(tmp_path / "w.npz", **{"stem.w": w, "head.bn.running_var": np.ones(1280, np.float32)})
+    replaced, total = networks.load_weights(g, tmp_path / "w.npz")
+    assert replaced == 2 and total == len(g.constants) and np.array_equal(g.tensors["stem.w"], w)
+    np.savez(tmp_path / "bad.npz", **{"stem.weight": w})
+    assert_raises_naming(lambda: networks.load_weights(g, tmp_path / "bad.npz"), "stem.weight")
+    np.savez(tmp_path / "shape.npz", **{"stem.w": w[:, :2]})
+    assert_raises_naming(lambda: networks.load_weights(g, tmp_path / "shape.npz"), "stem.w")
+    assert_raises_naming(lambda: networks.mobilenet_v2(width=0.2, size=96), "width")
+    assert_raises_naming(lambda: networks.fbnet_a(width=0.5, size=64), "size")
