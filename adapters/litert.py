@@ -46,6 +46,9 @@ How each op becomes TFLite (what a converter would emit):
   "float32_rne" with its own activation bounds (ties to even); builtin = "double_half_up"
   for CONV_2D (grouped: "double"), and for DEPTHWISE_CONV_2D "double_half_up" on whole
   blocks of 8 output channels, "double" on the rest.
+- tflite_avgpool_s8: int8 AVERAGE_POOL_2D (same scale and zero point in and out, SAME or
+  VALID only: other pads are Unsupported); builtin and builtin_ref equal the golden op,
+  XNNPACK does not take it (Unsupported "not delegated" on the xnnpack path).
 - mean (MEAN with an int32 axis tensor, negative axes as given, ``keep_dims``), view
   (RESHAPE with an int32 shape tensor, ``-1`` as given) and permute (TRANSPOSE, perm
   normalised to non-negative as TFLite requires) run on the array's logical NCHW C-order
@@ -97,7 +100,7 @@ PATHS = ("xnnpack", "builtin", "builtin_ref")
 OPS = ("conv2d", "depthwise_conv2d", "conv2d_batch_norm", "clamp", "mean", "view", "permute",
        "batch_norm")
 # int8 ops: arguments as reference.quant's tflite_* golden ops (the model's float scales)
-INT8_OPS = ("tflite_conv2d_s8", "tflite_depthwise_conv2d_s8")
+INT8_OPS = ("tflite_conv2d_s8", "tflite_depthwise_conv2d_s8", "tflite_avgpool_s8")
 paths = {op: PATHS for op in OPS + INT8_OPS}
 
 
@@ -168,7 +171,8 @@ class _Graph:
         quantized dimension) for int8 / int32 quantized tensors."""
         s = self.lt["schema"]
         t = s.TensorT()
-        t.shape = [int(d) for d in shape]
+        # NumPy vectors: the object API packs them with one CreateNumpyVector, not per element
+        t.shape = np.array([int(d) for d in shape], np.int32)
         dtype = np.dtype(dtype)
         t.type = {np.dtype(np.int32): s.TensorType.INT32, np.dtype(np.int8): s.TensorType.INT8,
                   np.dtype(np.float32): s.TensorType.FLOAT32}[dtype]
@@ -176,8 +180,8 @@ class _Graph:
         if quant is not None:
             scales, zero_points, dim = quant
             q = s.QuantizationParametersT()
-            q.scale = [float(v) for v in np.atleast_1d(np.asarray(scales, np.float32))]
-            q.zeroPoint = [int(v) for v in np.atleast_1d(zero_points)]
+            q.scale = np.atleast_1d(np.asarray(scales, np.float32)).reshape(-1)
+            q.zeroPoint = np.atleast_1d(np.asarray(zero_points, np.int64)).reshape(-1)
             q.quantizedDimension = int(dim)
             t.quantization = q
         index = len(self.tensors)
@@ -202,7 +206,7 @@ class _Graph:
         self.versions[code] = max(self.versions.get(code, 1), int(version))
         o = s.OperatorT()
         o.opcodeIndex = self.codes.index(code)
-        o.inputs, o.outputs = list(inputs), list(outputs)
+        o.inputs, o.outputs = np.array(inputs, np.int32), np.array(outputs, np.int32)
         if options is not None:
             o.builtinOptionsType = getattr(s.BuiltinOptions, options_kind)
             o.builtinOptions = options
@@ -221,7 +225,7 @@ class _Graph:
             codes.append(c)
         sg = s.SubGraphT()
         sg.tensors, sg.operators = self.tensors, self.operators
-        sg.inputs, sg.outputs = self.inputs, self.outputs
+        sg.inputs, sg.outputs = np.array(self.inputs, np.int32), np.array(self.outputs, np.int32)
         buffers = [lt["AlignedBuffer"]()]
         for arr in self.data:
             b = lt["AlignedBuffer"]()
@@ -435,6 +439,49 @@ def _conv_s8_model(op, inputs, params):
     return g, model, x, facts
 
 
+def _avgpool_s8_model(inputs, params):
+    """(graph, model bytes, facts) for tflite_avgpool_s8: int8 AVERAGE_POOL_2D, input and
+    output with the same scale and zero point. TFLite averages over the in-bounds elements
+    of a window only for SAME padding; other explicit pads are Unsupported (a PAD op would
+    put zero points into the average)."""
+    s = _litert()["schema"]
+    x = np.asarray(inputs["x"])
+    if x.ndim != 4 or x.dtype != np.int8:
+        raise ValueError(f"x must be a 4-D int8 array, got {x.dtype} {x.shape}")
+    n, h, wd, c = x.shape
+    kh, kw = pair(params["kernel"], "kernel", 1)
+    sh, sw = pair(params["stride"], "stride", 1)
+    scale, zp = params.get("scale", 1.0), params.get("zero_point", 0)
+    if not (np.ndim(scale) == 0 and np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite float, got {scale!r}")
+    if np.ndim(zp) or int(zp) != zp or not -128 <= int(zp) <= 127:
+        raise ValueError(f"zero_point must be an integer in [-128, 127], got {zp!r}")
+    activation = params.get("activation", "none")
+    if activation not in _FUSED:
+        raise ValueError(f"activation must be one of {sorted(_FUSED)}, got {activation!r}")
+    mode, pad = _padding_mode((h, wd), (kh, kw), (sh, sw), (1, 1), params.get("padding", 0))
+    if pad is not None:
+        raise Unsupported("AVERAGE_POOL_2D has only SAME and VALID padding (a PAD op would "
+                          "count the padded zero points in the average)")
+    if mode == "SAME":
+        oh, ow = -(-h // sh), -(-wd // sw)
+    else:
+        if kh > h or kw > wd:
+            raise ValueError(f"kernel {(kh, kw)} is larger than the input {(h, wd)}")
+        oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
+    q = (np.float32(scale), int(zp), 0)
+    g = _Graph()
+    xi = g.tensor((n, h, wd, c), dtype=np.int8, name="x", quant=q)
+    yi = g.tensor((n, oh, ow, c), dtype=np.int8, name="y", quant=q)
+    opts = s.Pool2DOptionsT()
+    opts.padding = getattr(s.Padding, mode)
+    opts.strideH, opts.strideW = sh, sw
+    opts.filterHeight, opts.filterWidth = kh, kw
+    opts.fusedActivationFunction = getattr(s.ActivationFunctionType, _FUSED[activation])
+    g.op("AVERAGE_POOL_2D", [xi], [yi], opts, "Pool2DOptions", version=2)
+    return g, g.finish([xi], [yi]), {"tflite_ops": "AVERAGE_POOL_2D", "tflite_padding": mode}
+
+
 def _clamp_model(x, lo, hi):
     s = _litert()["schema"]
     g = _Graph()
@@ -521,6 +568,9 @@ def _run_op(op, path, inputs, params):
     if op in ("tflite_conv2d_s8", "tflite_depthwise_conv2d_s8"):    # int8, NHWC in and out
         g, model, feed, facts = _conv_s8_model(op, inputs, params)
         return _execute(g, model, path, feed), facts
+    if op == "tflite_avgpool_s8":
+        g, model, facts = _avgpool_s8_model(inputs, params)
+        return _execute(g, model, path, x), facts
     if op in ("conv2d", "depthwise_conv2d", "conv2d_batch_norm"):
         g, model, feed, facts = _conv_model(op, inputs, params)
         return _execute(g, model, path, feed).transpose(0, 3, 1, 2), facts
@@ -631,11 +681,20 @@ def tflite_depthwise_conv2d_s8(x, w, bias, input_scale, input_zero_point, weight
                   "stride": stride, "padding": padding, "dilation": dilation})
 
 
+def tflite_avgpool_s8(x, kernel, stride, padding=0, scale=1.0, zero_point=0, activation="none",
+                      path="xnnpack"):
+    """int8 AVERAGE_POOL_2D, arguments as ``reference.quant.tflite_avgpool_s8``. XNNPACK
+    (LiteRT 2.3.0) does not take an int8 average pool: Unsupported("not delegated") there."""
+    return _call("tflite_avgpool_s8", path, {"x": x},
+                 {"kernel": kernel, "stride": stride, "padding": padding, "scale": scale,
+                  "zero_point": zero_point, "activation": activation})
+
+
 # ---- standalone repro source --------------------------------------------------------------
 
 _STANDALONE = (as_float64, pair, padding4, _stats, fold_batch_norm, tflite_same_padding,
                same_padding_2d, _litert, _Graph, _check_delegated, _execute, _conv_model,
-               _padding_mode, _conv_s8_model, _clamp_model, _mean_model, _reshape_model, _transpose_model, _batch_norm_model,
+               _padding_mode, _conv_s8_model, _avgpool_s8_model, _clamp_model, _mean_model, _reshape_model, _transpose_model, _batch_norm_model,
                _run_op)
 
 _REPRO_HEAD = '''import math

@@ -511,5 +511,22 @@ def tflite_depthwise_conv2d_cases(draw, path=None):
     return case
 
 
+@st.composite
+def tflite_avgpool_cases(draw, path=None):
+    """Keyword arguments of reference.quant.tflite_avgpool_s8: the pooling geometries above
+    with TFLite's paddings only (VALID, SAME), a scale, a zero point, a fused activation."""
+    padding = draw(st.sampled_from(("valid", "same")), label="padding")   # both axes alike
+    base = draw(avgpool_cases(pad_styles=(padding,)))
+    case = {k: base[k] for k in ("x", "kernel", "stride", "padding")}
+    style = draw(st.sampled_from(("power_of_two", "any")), label="scale style")
+    exp = draw(st.integers(-8, 2) if style == "power_of_two" else st.floats(-8, 2),
+               label="scale exp")
+    case.update(scale=float(np.float32(2.0 ** exp)),
+                zero_point=draw(st.integers(-128, 127), label="zero_point"),
+                activation=draw(st.sampled_from(TFLITE_ACTIVATIONS), label="fused activation"))
+    return case
+
+
 TFLITE_CASES = {"tflite_conv2d_s8": tflite_conv2d_cases,
-                "tflite_depthwise_conv2d_s8": tflite_depthwise_conv2d_cases}
+                "tflite_depthwise_conv2d_s8": tflite_depthwise_conv2d_cases,
+                "tflite_avgpool_s8": tflite_avgpool_cases}

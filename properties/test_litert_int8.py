@@ -1,4 +1,5 @@
-"""LiteRT's int8 CONV_2D and DEPTHWISE_CONV_2D equal the golden ops bit for bit, per path.
+"""LiteRT's int8 CONV_2D, DEPTHWISE_CONV_2D and AVERAGE_POOL_2D equal the golden ops bit for
+bit, per path.
 
 Each example is a one-op int8 .tflite model (per-channel weight scales, int32 bias, input and
 output zero points, a fused activation, any padding: SAME, VALID or a PAD op) built by
@@ -21,6 +22,9 @@ path computes, measured with LiteRT 2.3.0 on x86-64 and pinned here bit for bit:
   (``builtin_depthwise_golden``). Both differ from builtin_ref by one step on some negative
   ties; tests/test_adapter_litert.py pins that finding with a strict xfail.
 
+AVERAGE_POOL_2D (SAME/VALID, fused activation) equals ``tflite_avgpool_s8`` on builtin and
+builtin_ref; XNNPACK does not take it.
+
 A failing example names the path, the rounding it was held to, every differing element (up
 to 12) with expected and got, and which other rounding modes the output would have matched.
 """
@@ -42,7 +46,12 @@ except adapters.AdapterUnavailable as exc:
 
 PATH_ROUNDING = {"builtin_ref": "double", "xnnpack": "float32_rne", "builtin": "double_half_up"}
 DEPTHWISE_BLOCK = 8          # channels per vectorised block in the builtin depthwise output stage
-TARGETS = [(op, path) for op in S8.TFLITE_CASES for path in L.PATHS]
+# XNNPACK does not take an int8 AVERAGE_POOL_2D (tests/test_adapter_litert.py checks that the
+# xnnpack path says "not delegated"), so that op is held to the golden op on the other two
+OP_PATHS = {op: L.PATHS for op in S8.TFLITE_CASES}
+OP_PATHS["tflite_avgpool_s8"] = ("builtin", "builtin_ref")
+REQUANTIZING = {"tflite_conv2d_s8", "tflite_depthwise_conv2d_s8"}
+TARGETS = [(op, path) for op, paths in OP_PATHS.items() for path in paths]
 
 
 def builtin_depthwise_golden(case):
@@ -57,6 +66,8 @@ def builtin_depthwise_golden(case):
 
 def golden(op, path, case):
     """(expected output, name of the rounding it was computed with) for ``op`` on ``path``."""
+    if op not in REQUANTIZING:          # average pool: integer division, TFLite's bounds
+        return getattr(quant, op)(**case), "none (no requantization)"
     if op == "tflite_depthwise_conv2d_s8" and path == "builtin":
         return builtin_depthwise_golden(case), "double_half_up (blocks of 8) + double (rest)"
     rounding = PATH_ROUNDING[path]
@@ -90,8 +101,8 @@ def assert_bit_exact(got, want, op, path, rounding, case, facts=None, shown=12):
     rows = [f"  {tuple(int(v) for v in i)}: expected {int(want[tuple(i)])}, got {int(got[tuple(i)])}"
             for i in where[:shown]]
     more = f"\n  ... and {len(where) - shown} more" if len(where) > shown else ""
-    matches = [r for r in quant.ROUNDINGS
-               if np.array_equal(getattr(quant, op)(**case, rounding=r), got)]
+    matches = [r for r in quant.ROUNDINGS if op in REQUANTIZING
+               and np.array_equal(getattr(quant, op)(**case, rounding=r), got)]
     raise AssertionError(
         f"{op} on litert path {path!r} (golden rounding {rounding}): {int(bad.sum())} of "
         f"{bad.size} int8 outputs differ (NHWC index: expected, got)\n" + "\n".join(rows) + more
@@ -106,7 +117,9 @@ def test_litert_int8_matches_golden(op, path, data):
     want, rounding = golden(op, path, case)
     got, facts = run(op, path, case)
     event(f"tflite ops: {facts['tflite_ops']} ({facts['tflite_padding']})")
-    event(f"rounding-sensitive: {not np.array_equal(want, getattr(quant, op)(**case, rounding='single'))}")
+    if op in REQUANTIZING:
+        single = getattr(quant, op)(**case, rounding="single")
+        event(f"rounding-sensitive: {not np.array_equal(want, single)}")
     assert_bit_exact(got, want, op, path, rounding, case, facts)
 
 

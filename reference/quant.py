@@ -527,6 +527,15 @@ def tflite_depthwise_conv2d_s8(x, w, bias, input_scale, input_zero_point, weight
                                              rounding))
 
 
+def tflite_avgpool_s8(x, kernel, stride, padding=0, scale=1.0, zero_point=0, activation="none"):
+    """A TFLite int8 AVERAGE_POOL_2D (input and output share ``scale`` and ``zero_point``, as
+    TFLite requires): ``avgpool_s8`` clamped to the fused activation's bounds
+    (``activation_range_s8``, TFLite's rounding)."""
+    _positive_scale(scale, "scale")
+    act_min, act_max = activation_range_s8(activation, scale, zero_point)
+    return avgpool_s8(x, kernel, stride, padding, act_min, act_max)
+
+
 def _check_scales(weight_scales, channels):
     if channels is not None and np.shape(np.atleast_1d(weight_scales)) != (channels,):
         raise ValueError(f"weight_scales must have one entry per output channel ({channels}), "

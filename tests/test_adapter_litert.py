@@ -566,3 +566,32 @@ def test_int8_repro_source_runs_standalone(tmp_path, op):
     with np.load(tmp_path / "out.npz") as got:
         for path in PATHS:
             np.testing.assert_array_equal(got[path], expected[path], err_msg=path)
+
+
+# ---- int8 AVERAGE_POOL_2D ---------------------------------------------------------------------
+
+AVGPOOL_CASES = {
+    "same-3x3-stride2-relu6": dict(x=RNG.integers(-128, 128, (2, 7, 6, 5)).astype(np.int8),
+                                   kernel=3, stride=2, padding=((1, 1), (0, 1)), scale=0.05,
+                                   zero_point=-20, activation="relu6"),
+    "valid-2x3": dict(x=RNG.integers(-128, 128, (1, 6, 7, 3)).astype(np.int8), kernel=(2, 3),
+                      stride=(2, 1), padding=0, scale=0.1, zero_point=4, activation="none"),
+}
+
+
+@pytest.mark.parametrize("path", ["builtin", "builtin_ref"])
+@pytest.mark.parametrize("label", list(AVGPOOL_CASES))
+def test_int8_avgpool_matches_golden(label, path):
+    case = AVGPOOL_CASES[label]
+    got, facts = L.tflite_avgpool_s8(**case, path=path)
+    want = quant.tflite_avgpool_s8(**case)
+    np.testing.assert_array_equal(got, want, err_msg=f"{label} on {path} ({facts})")
+    assert len(np.unique(want)) > 3
+
+
+def test_int8_avgpool_is_not_delegated_and_odd_pads_are_unsupported():
+    case = AVGPOOL_CASES["same-3x3-stride2-relu6"]
+    with pytest.raises(adapters.Unsupported, match="^not delegated: XNNPACK left AVERAGE_POOL_2D"):
+        L.tflite_avgpool_s8(**case, path="xnnpack")
+    with pytest.raises(adapters.Unsupported, match="only SAME and VALID"):
+        L.tflite_avgpool_s8(**dict(case, padding=1), path="builtin")
