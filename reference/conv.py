@@ -13,8 +13,9 @@ strided copy per tap (p, q)), so that
 
     out[n, g] (O/G x OH*OW) = w[g] (O/G x Cg*KH*KW) @ cols[n, g] (Cg*KH*KW x OH*OW)
 
-lands directly in NCHW. Groups are processed in blocks small enough for the
-padded input and the columns to stay in cache (depthwise: one channel per group).
+lands directly in NCHW. Groups (and, for large images, output rows) are processed
+in blocks small enough for the padded input and the columns to stay in cache
+(depthwise: one channel per group).
 A 1x1 stride-1 unpadded conv needs no gathering: the input already is the columns.
 """
 from __future__ import annotations
