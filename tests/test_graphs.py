@@ -199,27 +199,31 @@ def test_ggml_graph_handles_in_place_clamp_through_views_and_shared_inputs():
 
 # ---- CLI and findings ---------------------------------------------------------------------------
 
-def _cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "edgediff", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)
+def _cli(capsys, *args):
+    from edgediff.cli import main
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
-def test_network_cli_exit_codes_and_subgraph_finding(tmp_path):
-    usage = _cli("network", "mobilenet_v2", "--backend", "nosuchbackend", "--width", "0.35", "--size", "96")
-    assert usage.returncode == 2 and "unknown backend" in usage.stderr
-    bad_width = _cli("network", "mobilenet_v2", "--backend", "ggml", "--width", "2", "--size", "96")
-    assert bad_width.returncode == 2 and "width" in bad_width.stderr
+def test_network_cli_exit_codes_and_subgraph_finding(tmp_path, capsys):
+    code, _, err = _cli(capsys, "network", "mobilenet_v2", "--backend", "nosuchbackend", "--width", "0.35",
+                        "--size", "96")
+    assert code == 2 and "unknown backend" in err
+    code, _, err = _cli(capsys, "network", "mobilenet_v2", "--backend", "ggml", "--width", "2", "--size", "96")
+    assert code == 2 and "width" in err
 
-    ok = _cli("network", "mobilenet_v2", "--adapter", "tests.planted_graph:correct", "--width", "0.35",
-              "--size", "96", "--findings-dir", str(tmp_path / "none"), "--plot", str(tmp_path / "ok.png"))
-    assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "no layer diverges" in ok.stdout and "b6.0.project" in ok.stdout
+    code, out, err = _cli(capsys, "network", "mobilenet_v2", "--adapter", "tests.planted_graph:correct",
+                          "--width", "0.35", "--size", "96", "--findings-dir", str(tmp_path / "none"),
+                          "--plot", str(tmp_path / "ok.png"))
+    assert code == 0, out + err
+    assert "no layer diverges" in out and "b6.0.project" in out
     assert (tmp_path / "ok.png").stat().st_size > 1000
 
-    found = _cli("network", "mobilenet_v2", "--adapter", "tests.planted_graph:adapter", "--width", "0.35",
-                 "--size", "96", "--findings-dir", str(tmp_path / "f"))
-    assert found.returncode == 1, found.stdout + found.stderr
-    assert "first diverging layer: b1.0.dw (depthwise_conv2d)" in found.stdout
+    code, out, err = _cli(capsys, "network", "mobilenet_v2", "--adapter", "tests.planted_graph:adapter",
+                          "--width", "0.35", "--size", "96", "--findings-dir", str(tmp_path / "f"))
+    assert code == 1, out + err
+    assert "first diverging layer: b1.0.dw (depthwise_conv2d)" in out
     (directory,) = [p for p in (tmp_path / "f").iterdir() if p.is_dir()]
     record = json.loads((directory / "finding.json").read_text())
     assert record["first_diverging_node"] == "b1.0.dw" and len(record["nodes"]) == 1
