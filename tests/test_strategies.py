@@ -25,7 +25,35 @@ def test_every_case_is_valid_for_golden_and_pytorch(op, data):
     observed = getattr(torch_eager, op)(**case.arrays_for_backend(), **case.params)   # so does PyTorch
     assert np.shape(observed) == np.shape(expected)
     assert all(a.dtype == np.float32 for a in case.inputs.values())
-    assert np.all(np.isfinite(np.concatenate([a.ravel() for a in case.inputs.values()])))
+    values = np.concatenate([a.ravel() for a in case.inputs.values()])
+    if op == "clamp":      # NaN is in clamp's default tier; Inf only with --specials
+        assert not np.any(np.isinf(values))
+    else:
+        assert np.all(np.isfinite(values))
+
+
+REACH = settings(max_examples=300, suppress_health_check=list(HealthCheck), database=None)
+
+
+def _out_hw(case):
+    return OPS[case.op].expected(case).shape[2:]
+
+
+@pytest.mark.parametrize("what, strategy, condition", [
+    ("NaN in a clamp input (default tier)", S.clamp_cases(),
+     lambda c: bool(np.isnan(c.inputs["x"]).any())),
+    ("a 1x1 conv output with bias", S.conv2d_cases(),
+     lambda c: _out_hw(c) == (1, 1) and "b" in c.inputs),
+    ("a dilated kernel wider than its input", S.conv2d_cases(),
+     lambda c: (c.inputs["w"].shape[3] - 1) * np.broadcast_to(c.params["dilation"], 2)[1] + 1
+     > c.inputs["x"].shape[3]),
+    ("a channels_last view with C > 1 and H*W > 1", S.view_cases(),
+     lambda c: c.layout == "channels_last" and c.inputs["x"].shape[1] > 1
+     and c.inputs["x"].shape[2] * c.inputs["x"].shape[3] > 1),
+])
+def test_strategies_reach_the_rare_conditions_mutants_need(what, strategy, condition):
+    """benchmarks/mutants plant bugs that only fire on these; the strategies must reach them."""
+    find(strategy, condition, settings=REACH)
 
 
 @settings(max_examples=150)
