@@ -2,7 +2,9 @@
 
 ``reduce_divergence(outcome, adapter)``:
 1. take the first diverging node and the segment its comparison covered (one node, or a fused
-   group such as conv -> BN -> ReLU6 on XNNPACK);
+   group such as conv -> BN -> ReLU6 on XNNPACK); for a failure without a diverging node (a
+   lowering error, a crash, a hang), binary-search the shortest failing run of consecutive
+   nodes instead (``shortest_window``);
 2. cut that segment out as a graph of its own, whose runtime inputs are the *backend's own*
    values at the segment's boundary (``edgediff.graph.subgraph``), and run it again: if it
    still fails, the bug lives inside the segment;
@@ -46,11 +48,15 @@ def reduce_divergence(outcome: GraphOutcome, adapter, max_steps: int = 12) -> Gr
     """The smallest failing subgraph found from ``outcome``'s first divergence (or ``outcome``
     itself when the cut-out segment does not fail on its own)."""
     bad = outcome.first_divergence
-    if bad is None:
-        return outcome
-    sub = subgraph(outcome.graph, bad.segment, outcome.observed)
-    best = run_graph(sub, adapter)
-    if not best.failed:
+    if bad is not None:
+        sub = subgraph(outcome.graph, bad.segment, outcome.observed)
+        best = run_graph(sub, adapter)
+        if not best.failed:
+            return outcome
+    elif outcome.failed:
+        best = shortest_window(outcome, adapter)
+        sub = best.graph
+    else:
         return outcome
     for _ in range(max_steps):
         dims = [tuple(sub.tensors[k].shape[2:]) for k in sub.inputs if sub.tensors[k].ndim == 4]
@@ -73,6 +79,44 @@ def reduce_divergence(outcome: GraphOutcome, adapter, max_steps: int = 12) -> Gr
         if not improved:
             break
     return best
+
+
+def shortest_window(outcome: GraphOutcome, adapter) -> GraphOutcome:
+    """For a failure with no diverging node to point at (a lowering error, a crash, a hang): the
+    shortest run of consecutive nodes that still fails the same way. Nodes cut off in front are
+    replaced by their golden values (float32) as inputs. Binary searches, first for the shortest
+    failing prefix, then for the latest start; each trial is one backend run."""
+    graph, kind = outcome.graph, outcome.kind
+    golden = outcome.golden or {}
+    names = [n.name for n in graph.nodes]
+    tried = {}
+
+    def trial(lo, hi):
+        if (lo, hi) not in tried:
+            if (lo, hi) == (0, len(names)):
+                tried[lo, hi] = outcome
+            else:
+                sub = subgraph(graph, names[lo:hi], {k: v.astype(np.float32) for k, v in golden.items()})
+                tried[lo, hi] = run_graph(sub, adapter)
+        r = tried[lo, hi]
+        return r if r.kind == kind else None
+
+    a, b = 1, len(names)
+    while a < b:
+        mid = (a + b) // 2
+        if trial(0, mid):
+            b = mid
+        else:
+            a = mid + 1
+    hi = b
+    a, b = 0, hi - 1
+    while a < b:
+        mid = (a + b + 1) // 2
+        if trial(mid, hi):
+            a = mid
+        else:
+            b = mid - 1
+    return trial(a, hi) or outcome
 
 
 def _finding_id(outcome: GraphOutcome) -> str:

@@ -36,3 +36,17 @@ def correct_run_graph(graph, arrays, path="eager/f32"):
 
 correct = types.SimpleNamespace(name="torch_in_process", version=_torch.version,
                                 run_graph=correct_run_graph, graph_paths=("eager/f32",))
+
+
+def _fails_on_stacked_batch_norms(graph, arrays, path="eager/f32"):
+    """Raises when a batch norm reads another batch norm's output (the shape of the lowering error
+    ExecuTorch 1.5.1's XNNPACK DecomposeBatchNorm pass raises), else runs correctly."""
+    ops = {n["name"]: n["op"] for n in graph["nodes"]}
+    for n in graph["nodes"]:
+        if n["op"] == "batch_norm" and ops.get(n["inputs"]["x"]) == "batch_norm":
+            raise RuntimeError(f"planted lowering error: batch_norm {n['name']} after batch_norm")
+    return _torch.run_graph(graph, arrays, path)
+
+
+stacked_bn_error = types.SimpleNamespace(name="planted_stacked_bn", version=f"planted-on-torch-{_torch.version}",
+                                         run_graph=_fails_on_stacked_batch_norms, graph_paths=("eager/f32",))

@@ -261,3 +261,18 @@ def test_real_weights_load_by_tensor_name(tmp_path):
     assert_raises_naming(lambda: networks.load_weights(g, tmp_path / "shape.npz"), "stem.w")
     assert_raises_naming(lambda: networks.mobilenet_v2(width=0.2, size=96), "width")
     assert_raises_naming(lambda: networks.fbnet_a(width=0.5, size=64), "size")
+
+
+def test_failure_without_a_diverging_node_reduces_to_the_shortest_failing_window():
+    from edgediff.graph_findings import reduce_divergence
+    from tests.planted_graph import stacked_bn_error
+    specs = [("conv", 3, 1, 0, 1), ("batch_norm", 0, 1, 1, 0), ("clamp", 0, 0, 0, 0),
+             ("depthwise", 0, 1, 0, 1), ("batch_norm", 0, 0, 0, 0), ("batch_norm", 0, 1, 0, 0),
+             ("clamp", 1, 0, 0, 0), ("mean", 0, 0, 0, 0)]
+    g = build_graph((1, 3, 9, 7), "contiguous", specs, 5, "normal", "normal")
+    outcome = run_graph(g, stacked_bn_error)
+    assert outcome.kind == "error"
+    reduced = reduce_divergence(outcome, stacked_bn_error)
+    assert reduced.kind == "error"
+    assert [n.op for n in reduced.graph.nodes] == ["batch_norm", "batch_norm"]
+    assert reduced.graph.tensors[reduced.graph.inputs[0]].shape[2:] == (1, 1)
