@@ -65,6 +65,18 @@ Measured with LiteRT 2.3.0 (see tests/test_adapter_litert.py):
   NaN (return the constant); XNNPACK's 1x1 depthwise conv with multiplier 1 turns an Inf at
   pixel p into NaN at pixels p-1 and p-2 of the same channel (and a lone Inf into NaN).
 
+int8 (LiteRT 2.3.0 on x86-64; properties/test_litert_int8.py, strict xfails in
+tests/test_adapter_litert.py):
+
+- The builtin (optimized) kernels do not round like TFLite's reference kernels: CONV_2D
+  (ruy) ends the requantization with a rounding shift whose ties go toward +inf
+  (x = -10 at real scale 1/4 gives -2; builtin_ref gives -3); DEPTHWISE_CONV_2D does the
+  same on whole blocks of 8 output channels and rounds the last C*M % 8 channels like the
+  reference. Grouped CONV_2D falls back to the reference code.
+- XNNPACK requantizes in float32 (ties to even) and computes fused-activation bounds with
+  ties to even: RELU6 with output scale 4 and zero point 1 clamps at 2, TFLite at 3.
+- XNNPACK does not take an int8 AVERAGE_POOL_2D.
+
 ``repro_source`` assembles the standalone part of this module (everything from
 ``_litert`` to ``_run_op`` below, plus the pure helpers it uses from ``reference``) with
 ``inspect.getsource``, so a repro builds exactly the model the adapter built.
