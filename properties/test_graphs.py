@@ -66,7 +66,10 @@ def test_graph_matches_golden(graph_backend, request):
         prop()
     except GraphFindingFailure as exc:
         if findings_dir:
-            from edgediff.graph_findings import write_graph_finding
-            directory = write_graph_finding(exc.outcome, findings_dir)
+            from edgediff.graph_findings import reduce_divergence, write_graph_finding
+            reduced = reduce_divergence(exc.outcome, adapter)      # the shrunk graph, cut further
+            directory = write_graph_finding(reduced, findings_dir,
+                                            origin="shrunk by Hypothesis from a random graph:\n"
+                                                   + exc.outcome.graph.describe())
             raise AssertionError(f"{exc}\nfinding written to {directory}") from None
         raise
