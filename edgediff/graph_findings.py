@@ -218,8 +218,12 @@ def render_issue(record: dict, outcome: GraphOutcome) -> str:
              "## Environment", f"- backend: {outcome.adapter} {outcome.version}, graph path `{outcome.path}`",
              f"- Python {env['python']}, NumPy {env['numpy']}, {env['platform']}", "",
              "## Minimal graph (run as one program)", "```", outcome.graph.describe(), "```", ""]
-    if record.get("origin"):
-        lines += [f"Reduced from: {record['origin']}", ""]
+    origin = record.get("origin") or ""
+    if "\n" in origin:
+        head, _, rest = origin.partition("\n")
+        lines += [f"Reduced from ({head.rstrip(':')}):", "```", rest, "```", ""]
+    elif origin:
+        lines += [f"Reduced from: {origin}", ""]
     lines += ["## What differed"]
     if bad is not None and bad.stats is not None:
         lines += [f"Node `{bad.name}` (covering {', '.join(bad.segment)}), compared with the golden ops "
