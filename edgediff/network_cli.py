@@ -61,14 +61,17 @@ def plot_errors(checks, path, title: str) -> None:
     import matplotlib.pyplot as plt
     shown = [c for c in checks if c.stats is not None]
     xs = range(len(shown))
-    ratios = [max(c.worst_ratio, 1e-12) for c in shown]
-    errs = [max(c.max_abs_error, 1e-30) for c in shown]
+    # exact results (error 0) sit on the floor of the log axes
+    ratios = [max(c.worst_ratio, 1e-4) for c in shown]
+    positive = [c.max_abs_error for c in shown if c.max_abs_error > 0] or [1.0]
+    errs = [max(c.max_abs_error, min(positive) / 10) for c in shown]
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(max(8, len(shown) * 0.12), 6), sharex=True)
     colors = ["tab:red" if c.status != "ok" else "tab:blue" for c in shown]
     a1.bar(xs, ratios, color=colors)
     a1.axhline(1.0, color="k", lw=0.8, ls="--")
     a1.set_yscale("log")
-    a1.set_ylabel("worst error / bound")
+    a1.set_ylim(bottom=1e-4)
+    a1.set_ylabel("worst error / bound (1 = allowed)")
     a1.set_title(title)
     a2.plot(xs, errs, marker=".", lw=0.8)
     a2.set_yscale("log")
