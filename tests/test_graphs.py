@@ -110,7 +110,7 @@ def test_golden_network_equals_torch_float64(name):
 
 # ---- the graph strategy -------------------------------------------------------------------------
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(graph=graphs())
 def test_strategy_generates_only_valid_graphs(graph):
     shapes = infer_shapes(graph)
@@ -276,3 +276,27 @@ def test_failure_without_a_diverging_node_reduces_to_the_shortest_failing_window
     assert reduced.kind == "error"
     assert [n.op for n in reduced.graph.nodes] == ["batch_norm", "batch_norm"]
     assert reduced.graph.tensors[reduced.graph.inputs[0]].shape[2:] == (1, 1)
+
+
+@pytest.mark.parametrize("backend", ["xnnpack", "executorch_portable"])
+def test_executorch_runs_inverted_residual_blocks_as_one_program(backend):
+    """The first blocks of MobileNetV2 (conv-BN-ReLU6, depthwise, projection, residual add) as one
+    ExecuTorch program: XNNPACK fuses conv -> BN -> ReLU6, so those intermediates are not returned
+    and are judged as one segment; portable kernels return every node."""
+    import adapters
+    from edgediff.graph_run import NoGraphRunner, load_graph_adapter
+    try:
+        adapter = load_graph_adapter(backend)
+    except (adapters.AdapterUnavailable, NoGraphRunner) as exc:
+        pytest.skip(str(exc))
+    g = networks.mobilenet_v2(width=0.35, size=96, seed=4)
+    sub = subgraph(g, [n.name for n in g.nodes[:9]], {})
+    out = run_graph(sub, adapter)
+    assert out.kind == "pass", out.message()
+    returned = set(out.observed)
+    if backend == "xnnpack":
+        assert out.facts["delegates"] >= 1 and out.facts["not_delegated"] == []
+        assert returned == {"stem.relu6", "b0.0.dw.relu6", "b0.0.project.bn", "b0.0.residual"}
+        assert [c.segment for c in out.checks if c.name == "stem.relu6"] == [("stem", "stem.bn", "stem.relu6")]
+    else:
+        assert returned == {n.name for n in sub.nodes}
