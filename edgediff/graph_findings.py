@@ -9,7 +9,8 @@
    values at the segment's boundary (``edgediff.graph.subgraph``), and run it again: if it
    still fails, the bug lives inside the segment;
 3. shrink it: crop the spatial size of its 4-D inputs (top-left windows, halving H and W while
-   the subgraph stays valid and still fails).
+   the subgraph stays valid and still fails), then, for a one-node subgraph, halve its
+   channels (input channels, and a conv's output channels) while it still fails.
 
 ``write_graph_finding(outcome, root)`` writes ``<root>/<id>/``: ``graph.json`` + ``tensors.npz``
 (the subgraph, plus ``expected`` and ``bound`` of its failing node), ``finding.json``,
@@ -78,7 +79,68 @@ def reduce_divergence(outcome: GraphOutcome, adapter, max_steps: int = 12) -> Gr
                 break
         if not improved:
             break
+    for _ in range(max_steps):                      # then fewer channels, for one-node subgraphs
+        candidates = _fewer_channels(sub)
+        improved = False
+        for candidate in candidates:
+            try:
+                infer_shapes(candidate)
+            except ValueError:
+                continue
+            trial = run_graph(candidate, adapter)
+            if trial.failed and trial.kind == best.kind:
+                sub, best, improved = candidate, trial, True
+                break
+        if not improved:
+            break
     return best
+
+
+def _fewer_channels(graph: Graph) -> list:
+    """One-node graphs with about half the channels (input channels, then output channels for a
+    conv): the same op on the first channels of every per-channel tensor."""
+    if len(graph.nodes) != 1:
+        return []
+    node = graph.nodes[0]
+    t = graph.tensors
+    x = t[node.inputs["x"]]
+    if x.ndim < 2:
+        return []
+    c = x.shape[1]
+    out = []
+
+    def variant(slices):
+        tensors = dict(t)
+        for name, sl in slices.items():
+            tensors[name] = np.ascontiguousarray(t[name][sl])
+        return Graph(list(graph.inputs), tensors, list(graph.nodes), graph.layout, graph.dtype)
+
+    ins = node.inputs
+    if node.op == "depthwise_conv2d" and c > 1:
+        k = c // 2
+        mult = t[ins["w"]].shape[0] // c
+        sl = {ins["x"]: np.s_[:, :k], ins["w"]: np.s_[:k * mult]}
+        if "b" in ins:
+            sl[ins["b"]] = np.s_[:k * mult]
+        out.append(variant(sl))
+    elif node.op == "conv2d" and node.params.get("groups", 1) == 1:
+        o = t[ins["w"]].shape[0]
+        if c > 1:
+            out.append(variant({ins["x"]: np.s_[:, :c // 2], ins["w"]: np.s_[:, :c // 2]}))
+        if o > 1:
+            sl = {ins["w"]: np.s_[:o // 2]}
+            if "b" in ins:
+                sl[ins["b"]] = np.s_[:o // 2]
+            out.append(variant(sl))
+    elif node.op in ("batch_norm", "clamp", "add") and c > 1:
+        sl = {ins["x"]: np.s_[:, :c // 2]}
+        if node.op == "add" and t[ins["y"]].ndim >= 2 and t[ins["y"]].shape[1] == c:
+            sl[ins["y"]] = np.s_[:, :c // 2]
+        for role in ("running_mean", "running_var", "weight", "bias"):
+            if role in ins:
+                sl[ins[role]] = np.s_[:c // 2]
+        out.append(variant(sl))
+    return [g for g in out if all(a.size for a in g.tensors.values())]
 
 
 def shortest_window(outcome: GraphOutcome, adapter) -> GraphOutcome:

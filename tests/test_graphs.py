@@ -228,7 +228,8 @@ def test_network_cli_exit_codes_and_subgraph_finding(tmp_path, capsys):
     record = json.loads((directory / "finding.json").read_text())
     assert record["first_diverging_node"] == "b1.0.dw" and len(record["nodes"]) == 1
     sub = Graph.load(directory)
-    assert sub.tensors["b1.0.expand.relu6"].shape[2] < 48         # spatially reduced from 48x48
+    x = sub.tensors["b1.0.expand.relu6"]
+    assert x.shape[2] < 48 and x.shape[1] < 48                   # reduced from 48 channels of 48x48
     assert {"repro.py", "ISSUE.md", "graph.json", "tensors.npz"} <= {p.name for p in directory.iterdir()}
     repro = subprocess.run([sys.executable, str(directory / "repro.py")], cwd=tmp_path, capture_output=True,
                            text=True, timeout=300)
@@ -243,6 +244,7 @@ def test_one_node_subgraph_maps_onto_a_single_op_case(tmp_path):
     g = networks.mobilenet_v2(width=0.35, size=96, seed=1)
     reduced = reduce_divergence(run_graph(g, planted), planted)
     assert [n.name for n in reduced.graph.nodes] == ["b1.0.dw"] and reduced.failed
+    assert reduced.graph.tensors["b1.0.dw.w"].shape[0] == reduced.graph.tensors["b1.0.expand.relu6"].shape[1] < 48
     case = single_op_case(reduced)
     assert case.op == "depthwise_conv2d" and case.params == {"stride": 2, "padding": 1}
     assert case.inputs["x"].shape == reduced.graph.tensors["b1.0.expand.relu6"].shape
