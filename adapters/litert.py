@@ -46,6 +46,8 @@ How each op becomes TFLite (what a converter would emit):
   "float32_rne" with its own activation bounds (ties to even); builtin = "double_half_up"
   for CONV_2D (grouped: "double"), and for DEPTHWISE_CONV_2D "double_half_up" on whole
   blocks of 8 output channels, "double" on the rest.
+- tflite_fully_connected_s8: int8 FULLY_CONNECTED, (N, K) x (O, K) weights with one
+  per-tensor scale (zero point 0), int32 bias, fused activation, op version 4.
 - tflite_avgpool_s8: int8 AVERAGE_POOL_2D (same scale and zero point in and out, SAME or
   VALID only: other pads are Unsupported); builtin and builtin_ref equal the golden op,
   XNNPACK does not take it (Unsupported "not delegated" on the xnnpack path).
@@ -75,6 +77,9 @@ tests/test_adapter_litert.py):
   reference. Grouped CONV_2D falls back to the reference code.
 - XNNPACK requantizes in float32 (ties to even) and computes fused-activation bounds with
   ties to even: RELU6 with output scale 4 and zero point 1 clamps at 2, TFLite at 3.
+- FULLY_CONNECTED: builtin_ref does not requantize in fixed point (acc * double real scale,
+  rounded half away: x = 1 at scale 1/4 gives 0 where double rounding gives 1); builtin
+  takes its multiplier from a float32 real scale, then "double_half_up".
 - XNNPACK does not take an int8 AVERAGE_POOL_2D.
 
 ``repro_source`` assembles the standalone part of this module (everything from
@@ -112,7 +117,8 @@ PATHS = ("xnnpack", "builtin", "builtin_ref")
 OPS = ("conv2d", "depthwise_conv2d", "conv2d_batch_norm", "clamp", "mean", "view", "permute",
        "batch_norm")
 # int8 ops: arguments as reference.quant's tflite_* golden ops (the model's float scales)
-INT8_OPS = ("tflite_conv2d_s8", "tflite_depthwise_conv2d_s8", "tflite_avgpool_s8")
+INT8_OPS = ("tflite_conv2d_s8", "tflite_depthwise_conv2d_s8", "tflite_fully_connected_s8",
+            "tflite_avgpool_s8")
 paths = {op: PATHS for op in OPS + INT8_OPS}
 
 
@@ -451,6 +457,49 @@ def _conv_s8_model(op, inputs, params):
     return g, model, x, facts
 
 
+def _fully_connected_s8_model(inputs, params):
+    """(graph, model bytes, facts) for tflite_fully_connected_s8: int8 FULLY_CONNECTED with
+    (N, K) input, (O, K) weights (per-tensor scale, zero point 0), int32 bias at
+    input_scale * weight_scale, the fused activation, op version 4."""
+    s = _litert()["schema"]
+    x, w = np.asarray(inputs["x"]), np.asarray(inputs["w"])
+    for label, a in (("x", x), ("w", w)):
+        if a.ndim != 2 or a.dtype != np.int8:
+            raise ValueError(f"{label} must be a 2-D int8 array, got {a.dtype} {a.shape}")
+    n, k = x.shape
+    o = w.shape[0]
+    if w.shape[1] != k:
+        raise ValueError(f"x {x.shape} and w {w.shape} disagree on K")
+    for name in ("input_scale", "output_scale", "weight_scale"):
+        v = params[name]
+        if np.ndim(v) or not (np.isfinite(v) and v > 0):
+            raise ValueError(f"{name} must be a positive finite float, got {v!r}")
+    for name in ("input_zero_point", "output_zero_point"):
+        v = params[name]
+        if np.ndim(v) or int(v) != v or not -128 <= int(v) <= 127:
+            raise ValueError(f"{name} must be an integer in [-128, 127], got {v!r}")
+    activation = params.get("activation", "none")
+    if activation not in _FUSED:
+        raise ValueError(f"activation must be one of {sorted(_FUSED)}, got {activation!r}")
+    b = inputs.get("b")
+    b = np.zeros(o, np.int32) if b is None else np.asarray(b)
+    if b.shape != (o,) or b.dtype.kind not in "iu":
+        raise ValueError(f"bias must be int32 of shape ({o},), got {b.dtype} {b.shape}")
+    in_scale, w_scale = np.float32(params["input_scale"]), np.float32(params["weight_scale"])
+    g = _Graph()
+    xi = g.tensor((n, k), dtype=np.int8, name="x",
+                  quant=(in_scale, int(params["input_zero_point"]), 0))
+    wi = g.tensor((o, k), w, np.int8, "w_ok", quant=(w_scale, 0, 0))
+    b_scale = np.float32(np.float64(in_scale) * np.float64(w_scale))
+    bi = g.tensor((o,), b.astype(np.int32), np.int32, "bias", quant=(b_scale, 0, 0))
+    yi = g.tensor((n, o), dtype=np.int8, name="y",
+                  quant=(np.float32(params["output_scale"]), int(params["output_zero_point"]), 0))
+    opts = s.FullyConnectedOptionsT()
+    opts.fusedActivationFunction = getattr(s.ActivationFunctionType, _FUSED[activation])
+    g.op("FULLY_CONNECTED", [xi, wi, bi], [yi], opts, "FullyConnectedOptions", version=4)
+    return g, g.finish([xi], [yi]), {"tflite_ops": "FULLY_CONNECTED", "tflite_padding": "n/a"}
+
+
 def _avgpool_s8_model(inputs, params):
     """(graph, model bytes, facts) for tflite_avgpool_s8: int8 AVERAGE_POOL_2D, input and
     output with the same scale and zero point. TFLite averages over the in-bounds elements
@@ -580,6 +629,9 @@ def _run_op(op, path, inputs, params):
     if op in ("tflite_conv2d_s8", "tflite_depthwise_conv2d_s8"):    # int8, NHWC in and out
         g, model, feed, facts = _conv_s8_model(op, inputs, params)
         return _execute(g, model, path, feed), facts
+    if op == "tflite_fully_connected_s8":
+        g, model, facts = _fully_connected_s8_model(inputs, params)
+        return _execute(g, model, path, x), facts
     if op == "tflite_avgpool_s8":
         g, model, facts = _avgpool_s8_model(inputs, params)
         return _execute(g, model, path, x), facts
@@ -693,6 +745,16 @@ def tflite_depthwise_conv2d_s8(x, w, bias, input_scale, input_zero_point, weight
                   "stride": stride, "padding": padding, "dilation": dilation})
 
 
+def tflite_fully_connected_s8(x, w, bias, input_scale, input_zero_point, weight_scale,
+                              output_scale, output_zero_point, activation="none",
+                              path="xnnpack"):
+    """int8 FULLY_CONNECTED, arguments as ``reference.quant.tflite_fully_connected_s8``."""
+    return _call("tflite_fully_connected_s8", path, {"x": x, "w": w, "b": bias},
+                 {"input_scale": input_scale, "input_zero_point": input_zero_point,
+                  "weight_scale": weight_scale, "output_scale": output_scale,
+                  "output_zero_point": output_zero_point, "activation": activation})
+
+
 def tflite_avgpool_s8(x, kernel, stride, padding=0, scale=1.0, zero_point=0, activation="none",
                       path="xnnpack"):
     """int8 AVERAGE_POOL_2D, arguments as ``reference.quant.tflite_avgpool_s8``. XNNPACK
@@ -706,7 +768,8 @@ def tflite_avgpool_s8(x, kernel, stride, padding=0, scale=1.0, zero_point=0, act
 
 _STANDALONE = (as_float64, pair, padding4, _stats, fold_batch_norm, tflite_same_padding,
                same_padding_2d, _litert, _Graph, _check_delegated, _execute, _conv_model,
-               _padding_mode, _conv_s8_model, _avgpool_s8_model, _clamp_model, _mean_model, _reshape_model, _transpose_model, _batch_norm_model,
+               _padding_mode, _conv_s8_model, _fully_connected_s8_model, _avgpool_s8_model,
+               _clamp_model, _mean_model, _reshape_model, _transpose_model, _batch_norm_model,
                _run_op)
 
 _REPRO_HEAD = '''import math

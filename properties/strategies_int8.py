@@ -527,6 +527,18 @@ def tflite_avgpool_cases(draw, path=None):
     return case
 
 
+@st.composite
+def tflite_fully_connected_cases(draw, path=None):
+    """Keyword arguments of reference.quant.tflite_fully_connected_s8 (per-tensor weights)."""
+    base = draw(fully_connected_cases())
+    in_scale, w_scales, out_scale = draw(tflite_scales([base["multiplier"]], [base["shift"]]))
+    return dict(x=base["x"], w=base["w"], bias=base["bias"], input_scale=in_scale,
+                input_zero_point=-int(base["input_offset"]), weight_scale=float(w_scales[0]),
+                output_scale=out_scale, output_zero_point=int(base["output_offset"]),
+                activation=draw(st.sampled_from(TFLITE_ACTIVATIONS), label="fused activation"))
+
+
 TFLITE_CASES = {"tflite_conv2d_s8": tflite_conv2d_cases,
                 "tflite_depthwise_conv2d_s8": tflite_depthwise_conv2d_cases,
+                "tflite_fully_connected_s8": tflite_fully_connected_cases,
                 "tflite_avgpool_s8": tflite_avgpool_cases}

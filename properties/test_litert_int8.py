@@ -1,5 +1,5 @@
-"""LiteRT's int8 CONV_2D, DEPTHWISE_CONV_2D and AVERAGE_POOL_2D equal the golden ops bit for
-bit, per path.
+"""LiteRT's int8 CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and AVERAGE_POOL_2D equal the
+golden ops bit for bit, per path.
 
 Each example is a one-op int8 .tflite model (per-channel weight scales, int32 bias, input and
 output zero points, a fused activation, any padding: SAME, VALID or a PAD op) built by
@@ -21,6 +21,12 @@ path computes, measured with LiteRT 2.3.0 on x86-64 and pinned here bit for bit:
   (its vectorised output stage) and ``double`` for the last ``C*M % 8`` channels
   (``builtin_depthwise_golden``). Both differ from builtin_ref by one step on some negative
   ties; tests/test_adapter_litert.py pins that finding with a strict xfail.
+
+FULLY_CONNECTED (per-tensor weights): xnnpack is ``float32_rne``; builtin_ref does not
+requantize in fixed point at all (``builtin_ref_fully_connected_golden``: the accumulator
+times the double-precision real scale, rounded half away from zero) and builtin uses
+``double_half_up`` with a multiplier derived from a float32 real scale
+(``builtin_fully_connected_golden``); tests/test_adapter_litert.py pins both findings.
 
 AVERAGE_POOL_2D (SAME/VALID, fused activation) equals ``tflite_avgpool_s8`` on builtin and
 builtin_ref; XNNPACK does not take it.
@@ -50,7 +56,7 @@ DEPTHWISE_BLOCK = 8          # channels per vectorised block in the builtin dept
 # xnnpack path says "not delegated"), so that op is held to the golden op on the other two
 OP_PATHS = {op: L.PATHS for op in S8.TFLITE_CASES}
 OP_PATHS["tflite_avgpool_s8"] = ("builtin", "builtin_ref")
-REQUANTIZING = {"tflite_conv2d_s8", "tflite_depthwise_conv2d_s8"}
+REQUANTIZING = {"tflite_conv2d_s8", "tflite_depthwise_conv2d_s8", "tflite_fully_connected_s8"}
 TARGETS = [(op, path) for op, paths in OP_PATHS.items() for path in paths]
 
 
@@ -64,12 +70,49 @@ def builtin_depthwise_golden(case):
     return np.where(vector, half_up, double)
 
 
+def _fc_parts(case):
+    p = quant.conv_params(case["input_scale"], case["input_zero_point"], [case["weight_scale"]],
+                          case["output_scale"], case["output_zero_point"],
+                          case.get("activation", "none"))
+    acc = quant.fully_connected_s8_acc(case["x"], case["w"], case["bias"], p["input_offset"])
+    return p, acc
+
+
+def builtin_ref_fully_connected_golden(case):
+    """LiteRT's BUILTIN_REF int8 FULLY_CONNECTED (measured): no fixed-point multiplier at
+    all, ``round_half_away(acc * (double(input_scale) * double(weight_scale) /
+    double(output_scale))) + zero_point``, clamped."""
+    p, acc = _fc_parts(case)
+    f64 = lambda v: float(np.float32(v))                     # noqa: E731
+    v = acc.astype(np.float64) * (f64(case["input_scale"]) * f64(case["weight_scale"])
+                                  / f64(case["output_scale"]))
+    y = np.sign(v) * np.floor(np.abs(v) + 0.5) + p["output_offset"]
+    return np.clip(y, p["act_min"], p["act_max"]).astype(np.int8)
+
+
+def builtin_fully_connected_golden(case):
+    """LiteRT's optimized int8 FULLY_CONNECTED (measured): ``double_half_up`` with the
+    multiplier of a float32 real scale ``float32(input_scale * weight_scale) /
+    output_scale`` (TFLite's convs derive it in double)."""
+    p, _ = _fc_parts(case)
+    f32 = np.float32
+    real = f32(f32(case["input_scale"]) * f32(case["weight_scale"])) / f32(case["output_scale"])
+    mult, shift = quant.quantize_multiplier(float(real))
+    return quant.fully_connected_s8(case["x"], case["w"], case["bias"], p["input_offset"],
+                                    p["output_offset"], mult, shift, p["act_min"], p["act_max"],
+                                    rounding="double_half_up")
+
+
 def golden(op, path, case):
     """(expected output, name of the rounding it was computed with) for ``op`` on ``path``."""
     if op not in REQUANTIZING:          # average pool: integer division, TFLite's bounds
         return getattr(quant, op)(**case), "none (no requantization)"
     if op == "tflite_depthwise_conv2d_s8" and path == "builtin":
         return builtin_depthwise_golden(case), "double_half_up (blocks of 8) + double (rest)"
+    if op == "tflite_fully_connected_s8" and path == "builtin_ref":
+        return builtin_ref_fully_connected_golden(case), "double-precision product, half away"
+    if op == "tflite_fully_connected_s8" and path == "builtin":
+        return builtin_fully_connected_golden(case), "double_half_up, float32 multiplier"
     rounding = PATH_ROUNDING[path]
     if op == "tflite_conv2d_s8" and path == "builtin" and case.get("groups", 1) != 1:
         rounding = "double"          # grouped CONV_2D: the optimized kernel runs the reference

@@ -527,6 +527,21 @@ def tflite_depthwise_conv2d_s8(x, w, bias, input_scale, input_zero_point, weight
                                              rounding))
 
 
+def tflite_fully_connected_s8(x, w, bias, input_scale, input_zero_point, weight_scale,
+                              output_scale, output_zero_point, activation="none",
+                              rounding="double"):
+    """A TFLite int8 FULLY_CONNECTED (x (N, K), w (O, K) with one per-tensor scale and zero
+    point 0, int32 bias at input_scale * weight_scale): ``fully_connected_s8`` with
+    ``conv_params``."""
+    p = conv_params(input_scale, input_zero_point, [weight_scale], output_scale,
+                    output_zero_point, activation, rounding)
+    scales = p.pop("scales")
+    return fully_connected_s8(x, w, bias, p["input_offset"], p["output_offset"],
+                              int(p["multipliers"][0]), int(p["shifts"][0]), p["act_min"],
+                              p["act_max"], rounding=rounding,
+                              scale=None if scales is None else scales[0])
+
+
 def tflite_avgpool_s8(x, kernel, stride, padding=0, scale=1.0, zero_point=0, activation="none"):
     """A TFLite int8 AVERAGE_POOL_2D (input and output share ``scale`` and ``zero_point``, as
     TFLite requires): ``avgpool_s8`` clamped to the fused activation's bounds
