@@ -27,6 +27,17 @@ norm into the preceding conv - sentinels are not found verbatim, and that struct
 with each example's real values (cached by content hash), so the folding pass itself is what
 gets tested.
 
+int8. The int8 paths (``Lowerer(quantization="int8_per_tensor" | "int8_per_channel")``) put the
+same module through the pt2e flow first: export, ``prepare_pt2e`` with the XNNPACKQuantizer
+(symmetric int8 weights per tensor or per output channel, affine int8 activations), calibration
+on the example's own input with min/max observers, ``convert_pt2e``. The converted graph (the
+fake-quantized eager graph) is lowered like a float one: XNNPACK runs it as QS8/QC8 kernels,
+the portable build as quantize/dequantize kernels around a float convolution (that needs
+``import executorch.kernels.quantized``). Scales depend on the values, so every int8 example is
+lowered (content cache only). Facts: the scales and zero points, and
+``max_lsb_vs_fake_quant``, the program's largest difference from the converted graph run in
+torch, in output quantization steps.
+
 Speed. ``setup()`` (on first use) memoises torch.export's scan for CompositeImplicitAutograd ops,
 replaces its per-call override of ~2000 ops by a replica without ``py_impl``'s overhead (only for
 the exact torch sources it was written from; ``EDGEDIFF_ET_NO_SPEEDUPS=1`` disables both), and
@@ -713,17 +724,15 @@ class runtime_log:
 
 
 def quantization_facts(converted) -> dict:
-    """Scales and zero points the pt2e flow chose, read from the converted graph: the input's
-    and output's per-tensor quantize nodes and the weight's dequantize node."""
-    facts = {}
+    """Scales and zero points the pt2e flow chose, read from the converted graph: the first
+    (input) and last (output) per-tensor quantize nodes and the weight's dequantize node."""
+    facts, activations = {}, []
     for node in converted.graph.nodes:
         if node.op != "call_function":
             continue
         name = str(node.target)
         if name.startswith("quantized_decomposed.quantize_per_tensor"):
-            src = node.args[0]
-            key = "input" if getattr(src, "op", "") == "placeholder" else "output"
-            facts[f"{key}_scale"], facts[f"{key}_zero_point"] = float(node.args[1]), int(node.args[2])
+            activations.append((float(node.args[1]), int(node.args[2])))
         elif name.startswith("quantized_decomposed.dequantize_per_channel"):
             scales = node.args[1]
             if getattr(scales, "op", "") == "get_attr":
@@ -732,6 +741,9 @@ def quantization_facts(converted) -> dict:
         elif (name.startswith("quantized_decomposed.dequantize_per_tensor")
               and getattr(node.args[0], "op", "") == "get_attr"):
             facts["weight_scales"] = [float(node.args[1])]
+    if activations:
+        facts["input_scale"], facts["input_zero_point"] = activations[0]
+        facts["output_scale"], facts["output_zero_point"] = activations[-1]
     return facts
 
 

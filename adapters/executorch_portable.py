@@ -1,4 +1,5 @@
-"""ExecuTorch's portable kernels, in float32: the built-in backend named ``executorch_portable``.
+"""ExecuTorch's portable kernels, in float32 and int8: the built-in backend named
+``executorch_portable``.
 
 The same modules as ``adapters/xnnpack.py`` (nn.Conv2d with an ``F.pad`` for asymmetric padding,
 nn.BatchNorm in eval mode, F.relu6 / F.hardtanh / torch.clamp, torch.mean, view, permute),
@@ -7,6 +8,10 @@ exported with ``torch.export`` in the case's memory format and lowered with
 portable kernel (``aten::convolution.out``, ``aten::_native_batch_norm_legit_no_training.out``,
 ...) in the in-process runtime. Facts name the edge ops of the program and the kernels the
 ETDump of its first run recorded.
+
+int8 paths ``portable/int8_per_tensor`` and ``portable/int8_per_channel``: the same pt2e-quantized
+graph as ``xnnpack``'s, run by the portable ``quantize_per_tensor.out``/``dequantize_*.out``
+kernels (``executorch.kernels.quantized``) around a float ``convolution.out``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""XNNPACK through ExecuTorch, in float32: the built-in backend named ``xnnpack``.
+"""XNNPACK through ExecuTorch, in float32 and int8: the built-in backend named ``xnnpack``.
 
 Each op is a small ``torch.nn.Module`` (weights as parameters and buffers), exported with
 ``torch.export`` in the case's memory format (channels_last inputs stay channels_last), lowered
@@ -17,6 +17,13 @@ with ``to_edge_transform_and_lower(..., partitioner=[XnnpackPartitioner()])``, s
 Delegation is checked, not assumed: a graph that leaves a compute node outside the XNNPACK
 delegate raises ``Unsupported("not delegated: ...")`` before it runs. Each result comes with
 facts: the delegated nodes and the XNNPACK kernels that ran (ETDump of each program's first run).
+
+int8 paths ``xnnpack/int8_per_tensor`` and ``xnnpack/int8_per_channel`` (conv2d, depthwise_conv2d,
+conv2d_batch_norm: what XNNPACKQuantizer annotates): the module is quantized with pt2e
+(XNNPACKQuantizer, calibrated with min/max observers on the example itself) and lowered; XNNPACK
+runs QS8 (per-tensor weights) or QC8 (per-channel weights) kernels. The tolerance is a
+quantization error model computed from the case (``edgediff.tolerance.quantized_conv_bound``:
+operand rounding at the calibrated scales + 1 output LSB for the kernel's rescale).
 """
 from __future__ import annotations
 

@@ -310,6 +310,7 @@ def test_int8_matches_golden_and_fake_quant(backend, path, label):
     assert outcome.extra["arithmetic"]["quantization"] == path.split("/")[1]
     assert outcome.extra["max_lsb_vs_fake_quant"] <= LSB_LIMIT, outcome.extra
     q = outcome.extra["quantization"]
+    assert {"input_scale", "input_zero_point", "output_scale", "output_zero_point"} <= q.keys(), q
     assert len(q["weight_scales"]) == (case.inputs["w"].shape[0] if "per_channel" in path else 1), q
     if backend == "xnnpack":
         # "Convolution (NHWC, QS8) IGEMM" / "(NHWC, QC8)"; for 1x1 "Fully Connected (NC, QS8)
