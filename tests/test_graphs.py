@@ -302,3 +302,24 @@ def test_executorch_runs_inverted_residual_blocks_as_one_program(backend):
         assert [c.segment for c in out.checks if c.name == "stem.relu6"] == [("stem", "stem.bn", "stem.relu6")]
     else:
         assert returned == {n.name for n in sub.nodes}
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="ExecuTorch 1.5.1 XNNPACK: lowering a batch norm that reads another batch "
+                   "norm's output fails in the DecomposeBatchNorm pass (KeyError 'val'); found by the graph "
+                   "property, reduced to these two nodes on a 1x1x1x1 input")
+def test_xnnpack_lowers_two_stacked_batch_norms():
+    import adapters
+    from edgediff.graph_run import NoGraphRunner, load_graph_adapter
+    try:
+        xnnpack = load_graph_adapter("xnnpack")
+    except (adapters.AdapterUnavailable, NoGraphRunner) as exc:
+        pytest.skip(str(exc))
+    b = GraphBuilder()
+    b.input("x", np.full((1, 1, 1, 1), 0.5))
+    for i in range(2):
+        b.const(f"mean{i}", [0.25])
+        b.const(f"var{i}", [2.0])
+        b.add_node(f"bn{i}", "batch_norm", {"x": "x" if i == 0 else "bn0", "running_mean": f"mean{i}",
+                                            "running_var": f"var{i}"}, eps=1e-5)
+    out = run_graph(b.build(), xnnpack)
+    assert out.kind == "pass" or "DecomposeBatchNorm" not in out.detail, out.message()
