@@ -197,20 +197,27 @@ class TTArithmetic:
     """Field for field an ``edgediff.tolerance.Arithmetic`` (the worker sends ``vars()`` of it and
     the test process rebuilds an Arithmetic), defined here so the worker needs no edgediff.tolerance.
 
-    ``inputs`` may be ``bfloat8_b``, a block format tolerance.py does not know yet: its rounding
-    error is relative to the largest magnitude of the value's 16-wide block, not to the value."""
+    ``inputs``/``output`` may be the block format ``bfloat8_b``: its rounding error is relative to
+    the largest magnitude of the value's 16-wide block, not to the value. ``fidelity`` is the
+    path's MathFidelity (multiplier operands truncated); ``accumulation_bound="probabilistic"``
+    because the worst-case bound of a bfloat16 Dst is useless (edgediff/tolerance.py, "Tensix")."""
     inputs: str = "float32"
     accumulate: str = "float32"
     output: str = "float32"
+    fidelity: str | None = None
+    accumulation_bound: str = "worst_case"
 
 
 def arithmetic(op: str, path: str) -> TTArithmetic:
     if path == "host":
         return TTArithmetic()            # the golden (round_to) already models the format: exact
-    dtype = path.split("/")[1]
+    parts = path.split("/")
+    dtype = parts[1]
     if op in ("clamp", "view", "permute"):
         return TTArithmetic(inputs=dtype, accumulate=dtype, output=dtype)
-    return TTArithmetic(inputs=dtype, accumulate="bfloat16", output=dtype)   # fp32_dest_acc_en=False
+    return TTArithmetic(inputs=dtype, accumulate="bfloat16", output=dtype,   # fp32_dest_acc_en=False
+                        fidelity=parts[2] if len(parts) > 2 else None,
+                        accumulation_bound="probabilistic")
 
 
 # ---- host op ---------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ import reference
 from edgediff.case import Case
 from edgediff.tolerance import (Arithmetic, exact_bound, gamma, quantized_conv_bound,
                                 sum_of_products_bound)
+from edgediff.tolerance import (tensix_conv_batch_norm_bound, tensix_conv_bound,  # TT-NN device
+                                tensix_exact_bound, tensix_mean_bound)
 
 from . import strategies as S
 
@@ -35,6 +37,9 @@ class OpSpec:
 
 def conv_bound(case: Case, expected, arith: Arithmetic):
     """Sum of k = Cg*KH*KW products plus bias; magnitude = golden op on |x|, |w|, |b|."""
+    if getattr(arith, "tensix", False):   # TT-NN: block formats, math fidelity, bfloat16 Dst
+        return tensix_conv_bound(OPS[case.op].golden, case.inputs, case.params, expected, arith,
+                                 case.dtype, case.params.get("groups", case.inputs["x"].shape[1]))
     if getattr(arith, "quantization", None):          # int8 inside: quantization error model
         inp = case.inputs
         return quantized_conv_bound(OPS[case.op].golden, inp["x"], inp["w"], inp.get("b"),
@@ -52,6 +57,9 @@ def conv_batch_norm_bound(case: Case, expected, arith: Arithmetic):
     A backend may fold BN into the weights first (rounding w*scale once more per term),
     so each product gets one extra rounding: 3 instead of 2 input-side roundings."""
     inp, p = case.inputs, case.params
+    if getattr(arith, "tensix", False):
+        return tensix_conv_batch_norm_bound(reference.conv2d, inp, p, expected, arith, case.dtype,
+                                            p.get("groups", 1))
     if getattr(arith, "quantization", None):          # int8: BN folded into w and b, then
         return quantized_conv_bound(reference.conv2d, inp["x"], *fold_batch_norm(case),
                                     {k: v for k, v in p.items() if k != "eps"}, expected,
@@ -87,6 +95,8 @@ def fold_batch_norm(case: Case):
 
 def mean_bound(case: Case, expected, arith: Arithmetic):
     x = case.inputs["x"]
+    if getattr(arith, "tensix", False):
+        return tensix_mean_bound(reference.mean, x, case.params, expected, arith, case.dtype)
     magnitude = reference.mean(np.abs(x), **case.params)
     k = max(1, x.size // max(1, np.asarray(expected).size))
     u_in = arith.u_inputs(case.dtype)
@@ -95,6 +105,9 @@ def mean_bound(case: Case, expected, arith: Arithmetic):
 
 
 def exact(case: Case, expected, arith: Arithmetic):
+    if getattr(arith, "tensix", False):
+        return tensix_exact_bound(case.op, OPS[case.op].golden, case.inputs, case.params,
+                                  expected, arith, case.dtype)
     return exact_bound(expected, arith, case.dtype)
 
 

@@ -147,3 +147,73 @@ def _emulated_depthwise_accumulate(dst, cols, wq, mult, phases, fp32_acc):
                     * emulated_fidelity_part(w_taps[t], "A", p).astype(np.float64))
             dst = emulated_dst_round(dst + part, fp32_acc)
     return dst
+
+
+def emulated_mean(x, dim=None, keepdim=False, *, act_dtype="bfloat16", output_dtype=None,
+                  fidelity="HiFi4", fp32_acc=False) -> np.ndarray:
+    """EMULATED TT-NN mean (arguments as ``reference.mean``), a further assumption on top of the
+    module docstring: the input is stored in ``act_dtype`` as given (blocks along its last dim);
+    the reduction multiplies every value by a scaler 1/k packed as bfloat16 (x in SrcA, scaler
+    in SrcB) in 16-value matrix-unit steps with the fidelity phases of step 3 and Dst
+    accumulation of step 4, in row-major order of the reduced dims; the result is packed to
+    ``output_dtype`` (default ``act_dtype``) in its own shape. float64 values."""
+    if fidelity not in FIDELITY_PHASES:
+        raise ValueError(f"fidelity must be one of {sorted(FIDELITY_PHASES)}, got {fidelity!r}")
+    x = np.asarray(x, np.float64)
+    xq = round_to(x.astype(np.float32), act_dtype).astype(np.float64)
+    if x.ndim == 0:
+        axes = ()
+    elif dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0):
+        axes = tuple(range(x.ndim))
+    else:
+        axes = tuple(int(d) % x.ndim for d in ((dim,) if np.ndim(dim) == 0 else dim))
+    kept = [a for a in range(x.ndim) if a not in axes]
+    moved = np.transpose(xq, kept + list(axes))
+    k = int(np.prod([x.shape[a] for a in axes], dtype=np.int64)) if axes else 1
+    rows = moved.reshape(-1, k).astype(np.float32)
+    scaler = round_to(np.float32(1.0 / k), "bfloat16")
+    dst = np.zeros(rows.shape[0])
+    for c0 in range(0, k, CHUNK):
+        chunk = rows[:, c0:c0 + CHUNK]
+        for p in FIDELITY_PHASES[fidelity]:
+            part = (emulated_fidelity_part(chunk, "A", p).astype(np.float64)
+                    * float(emulated_fidelity_part(scaler, "B", p))).sum(axis=1)
+            dst = emulated_dst_round(dst + part.astype(np.float32), fp32_acc)
+    out_shape = np.mean(np.zeros(x.shape), axis=axes, keepdims=bool(keepdim)).shape if axes else x.shape
+    y = round_to(dst.astype(np.float32).reshape(out_shape), output_dtype or act_dtype)
+    return y.astype(np.float64)
+
+
+def emulated_conv2d_batch_norm(x, w, running_mean, running_var, b=None, weight=None, bias=None,
+                               stride=1, padding=0, dilation=1, groups=1, eps=1e-5, *,
+                               act_dtype="bfloat16", weight_dtype=None, fidelity="HiFi4",
+                               fp32_acc=False) -> np.ndarray:
+    """EMULATED conv + batch norm as adapters/ttnn.py runs it: ``emulated_conv2d`` packed to
+    ``act_dtype``, then per-channel device elementwise ops ((y - mean) * scale) + bias, each
+    result written to Dst (rounded as in step 4) and packed to ``act_dtype`` ([N*OH*OW, O] rows:
+    blocks along channels); mean, scale (weight / sqrt(var + eps), float64 on the host) and bias
+    are [1, O] rows in ``act_dtype``; the multiply runs at ``fidelity`` (an assumption: the
+    adapter passes ttnn.multiply no compute config). Arguments as ``reference.conv2d_batch_norm``."""
+    weight_dtype = weight_dtype or act_dtype
+    y = emulated_conv2d(x, w, b, stride, padding, dilation, groups, act_dtype=act_dtype,
+                        weight_dtype=weight_dtype, fidelity=fidelity, fp32_acc=fp32_acc)
+    n, o, oh, ow = y.shape
+    rows = y.transpose(0, 2, 3, 1).reshape(-1, o)
+    gamma = np.ones(o) if weight is None else np.asarray(weight, np.float64)
+    beta = np.zeros(o) if bias is None else np.asarray(bias, np.float64)
+    scale = gamma / np.sqrt(np.asarray(running_var, np.float64) + float(eps))
+
+    def row(v):
+        return round_to(np.asarray(v, np.float32).reshape(1, o), act_dtype).astype(np.float64)
+
+    def pack(v):
+        return round_to(emulated_dst_round(v, fp32_acc).astype(np.float32), act_dtype).astype(np.float64)
+
+    t = pack(rows - row(running_mean))
+    phases = FIDELITY_PHASES[fidelity]
+    s = row(scale)
+    prod = sum(emulated_fidelity_part(t.astype(np.float32), "B", p).astype(np.float64)
+               * emulated_fidelity_part(s.astype(np.float32), "A", p).astype(np.float64) for p in phases)
+    t = pack(prod)
+    t = pack(t + row(beta))
+    return t.reshape(n, oh, ow, o).transpose(0, 3, 1, 2)
