@@ -455,3 +455,26 @@ def test_portable_int8_bias_beyond_int32(portable):
     """The portable int8 program runs the conv in float on dequantized values: no int32 bias."""
     outcome = run_case(_bias_case(1.1), portable, "portable/int8_per_tensor", OPS["conv2d"])
     assert outcome.kind == "pass", outcome.message()
+
+
+def _skipped_input_case(x_value):
+    """1x1 input, padding 1, stride 2: both output taps fall on padding, so the output is the
+    bias (1) whatever x is, while the input scale follows x. The requantization scale
+    input scale * weight scale / output scale is ~0.8 for x = 100 and ~790 for x = 1e5."""
+    return Case("conv2d", {"x": np.full((1, 1, 1, 1), x_value, np.float32),
+                           "w": np.ones((1, 1, 1, 1), np.float32), "b": np.ones(1, np.float32)},
+                dict(stride=2, padding=1, dilation=1, groups=1))
+
+
+def test_int8_requantization_scale_below_256_runs(xnnpack):
+    outcome = run_case(_skipped_input_case(100.0), xnnpack, "xnnpack/int8_per_tensor", OPS["conv2d"])
+    assert outcome.kind == "pass", outcome.message()
+
+
+@pytest.mark.xfail(strict=True, reason="ExecuTorch 1.5.1: the XNNPACK partitioner delegates a QS8 "
+                   "conv whose requantization scale (input * weight / output scale) is >= 256, which "
+                   "XNNPACK rejects when the method loads (xnn_status_unsupported_parameter, error "
+                   "0x1) instead of the partitioner declining it")
+def test_xnnpack_int8_requantization_scale_above_256(xnnpack):
+    outcome = run_case(_skipped_input_case(1e5), xnnpack, "xnnpack/int8_per_tensor", OPS["conv2d"])
+    assert outcome.kind == "pass", outcome.message()
