@@ -805,3 +805,7 @@ def repro_source(op, path):
         _SOURCE_CACHE["body"] = "\n\n".join(inspect.getsource(f).rstrip() + "\n" for f in _STANDALONE)
     head = _REPRO_HEAD.format(grouped=MAP_GROUPED_CONV, resolvers=_RESOLVERS, fused=_FUSED)
     return head + "\n\n" + _SOURCE_CACHE["body"] + _REPRO_TAIL.format(op=op, path=path)
+
+
+# Graphs (edgediff.graph): one multi-op .tflite model per Graph; see adapters/_litert_graph.py.
+from adapters._litert_graph import graph_paths, run_graph  # noqa: E402,F401

@@ -41,7 +41,7 @@ def fastest(fns, repeats=3):
     return best
 
 
-GRAPHS = {"torch": 40, "ggml": 40, "xnnpack": 8, "executorch_portable": 8}
+GRAPHS = {"torch": 40, "ggml": 40, "xnnpack": 8, "executorch_portable": 8, "litert": 40}
 
 
 def torch_float64_forward(graph):
