@@ -13,8 +13,10 @@
     link = "https://github.com/ggml-org/ggml/issues/NNN"
 
 ``when`` is a Python expression evaluated with the case's params as names plus
-``layout``, ``shapes`` ({input: shape}) and ``pattern`` (the finding's features); it may
-use ``min``, ``max``, ``len``, ``any``, ``all``, ``abs``.
+``layout``, ``shapes`` ({input: shape}), ``pattern`` (the finding's features), ``facts``
+(what the backend reported, e.g. the int8 scales it chose) and ``detail`` (the error text of
+an error/crash); it may use ``min``, ``max``,
+``len``, ``any``, ``all``, ``abs``.
 """
 from __future__ import annotations
 
@@ -45,7 +47,8 @@ class KnownFailure:
         return f"{self.adapter}/{self.op}/{self.path}/{self.kind or '*'}/{self.when or ''}{feats}"
 
     def matches(self, adapter: str, op: str, path: str, kind: str, params: dict,
-                layout: str = "contiguous", shapes: dict | None = None, pattern=()) -> bool:
+                layout: str = "contiguous", shapes: dict | None = None, pattern=(),
+                facts: dict | None = None, detail: str = "") -> bool:
         if (adapter, op) != (self.adapter, self.op) or not fnmatch.fnmatchcase(path, self.path):
             return False
         if self.kind and kind != self.kind:
@@ -53,7 +56,8 @@ class KnownFailure:
         if self.pattern and not set(self.pattern) <= set(pattern):
             return False
         if self.when:
-            names = dict(params, layout=layout, shapes=shapes or {}, pattern=tuple(pattern))
+            names = dict(params, layout=layout, shapes=shapes or {}, pattern=tuple(pattern),
+                         facts=facts or {}, detail=detail or "")
             try:
                 return bool(eval(self.when, {"__builtins__": SAFE_BUILTINS}, names))  # noqa: S307
             except Exception:

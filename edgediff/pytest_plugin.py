@@ -112,7 +112,8 @@ class EdgeDiffRun:
         case = outcome.case
         for entry in self.known:
             if entry.matches(outcome.adapter, case.op, outcome.path, outcome.kind, case.params,
-                             case.layout, {k: v.shape for k, v in case.inputs.items()}, pattern):
+                             case.layout, {k: v.shape for k, v in case.inputs.items()}, pattern,
+                             outcome.extra, outcome.detail):
                 return entry
         return None
 
