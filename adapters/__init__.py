@@ -22,7 +22,7 @@ An adapter is any object (a module is fine) with:
   channels_last, and constants) as ONE backend program, and return the nodes whose values the
   backend can observe without changing what it runs (nodes hidden by a fusion or overwritten
   in place are left out; ``edgediff.graph_check`` compares them together with the next
-  returned node). Isolated adapters run graphs in ``edgediff.graph_worker``.
+  returned node). Isolated adapters run graphs in their worker (``edgediff.worker``).
 
 A configuration the backend cannot express raises ``Unsupported(reason)`` *before* calling
 the backend. Anything the backend does after that (wrong values, exceptions, crashes) is a

@@ -2,7 +2,7 @@
 
 An adapter runs graphs when it has ``run_graph(graph_spec, arrays, path=...)`` (see the
 contract in ``adapters/__init__.py``). Adapters that declare ``isolated = True`` (ggml, torch)
-run their graphs in a worker process (``edgediff.graph_worker``), so a backend abort while
+run their graphs in their worker process (``edgediff.worker``), so a backend abort while
 running a graph is a crash outcome, not a dead run.
 """
 from __future__ import annotations
@@ -30,51 +30,6 @@ class NoGraphRunner(Exception):
     """The adapter cannot run graphs (no ``run_graph``); the message says why."""
 
 
-class IsolatedGraphAdapter(IsolatedAdapter):
-    """An adapter's ``run_graph`` in a persistent worker (``python -m edgediff.graph_worker``)."""
-
-    def __init__(self, spec, **settings):
-        super().__init__(spec, [], **settings)
-
-    def _start(self) -> dict:
-        # IsolatedAdapter._start with the graph worker module: same environment, same hello
-        env = dict(os.environ, **self.env)
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in [env.get("PYTHONPATH")] if p])
-        self._stderr.seek(0, os.SEEK_END)
-        mark = self._stderr.tell()
-        self.proc = subprocess.Popen(
-            [self.python, "-m", "edgediff.graph_worker", self.spec],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env,
-            cwd=self.cwd, start_new_session=True)
-        try:
-            hello, _ = self._receive(self.startup_timeout, mark)
-        except (WorkerDied, WorkerHung) as exc:
-            raise adapters.AdapterUnavailable(f"{self.spec}: graph worker failed to start: {exc}") from None
-        if hello["status"] != "ready":
-            self.close()
-            raise NoGraphRunner(f"{self.spec}: {hello.get('reason', hello)}")
-        self.graph_paths = tuple(hello.get("graph_paths", ("default",)))
-        return hello
-
-    def run_graph(self, graph_spec, arrays, path="default"):
-        if self.proc is None or self.proc.poll() is not None:
-            self.restarts += 1
-            self._start()
-        self._stderr.seek(0, os.SEEK_END)
-        mark = self._stderr.tell()
-        try:
-            self.proc.stdin.write(pack({"graph": graph_spec, "path": path}, arrays))
-            self.proc.stdin.flush()
-        except BrokenPipeError:
-            pass  # the worker died; _receive reports how
-        reply, out = self._receive(self.timeout, mark)
-        if reply["status"] == "ok":
-            return out, reply.get("facts") or {}
-        if reply["status"] == "unsupported":
-            raise adapters.Unsupported(reply["reason"])
-        raise BackendError(f"{reply['type']}: {reply['message']}")
-
-
 def load_graph_adapter(name: str, isolate: bool | None = None):
     """The adapter ``name`` ready to run graphs; raises AdapterUnavailable, UsageError or
     NoGraphRunner (with the reason)."""
@@ -85,9 +40,9 @@ def load_graph_adapter(name: str, isolate: bool | None = None):
         isolate = bool(getattr(module, "isolated", False))
     if not isolate:
         return module
-    return IsolatedGraphAdapter(name, python=getattr(module, "python", None),
-                                timeout=max(getattr(module, "timeout", 60.0), 300.0),
-                                env=getattr(module, "worker_env", None), cwd=getattr(module, "worker_cwd", None))
+    from edgediff.isolation import isolate as in_worker
+    # graphs are whole networks: a longer timeout than one op's
+    return in_worker(module, name, [], timeout=max(getattr(module, "timeout", 60.0), 300.0))
 
 
 def graph_path(adapter) -> str:

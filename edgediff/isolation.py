@@ -54,9 +54,12 @@ class IsolatedAdapter:
         self._arith = {k: Arithmetic(**v) for k, v in hello["arithmetic"].items()}
         self._repro = hello["repro"]
         self.worker_python = hello["python"]
+        self.graph_paths = tuple(hello["graph_paths"]) if hello.get("graph_paths") else None
 
     # ---- the adapter contract ------------------------------------------------------------
     def __getattr__(self, op):
+        if op == "run_graph" and self.__dict__.get("graph_paths"):
+            return self._run_graph
         if op.startswith("_") or op not in self.__dict__.get("paths", {}):
             raise AttributeError(op)
         def call(path=adapters.DEFAULT_PATH, **kwargs):
@@ -114,13 +117,23 @@ class IsolatedAdapter:
 
     # ---- one call --------------------------------------------------------------------------
     def call(self, op, path, arrays, params):
+        out, facts = self._request({"op": op, "path": path, "params": params}, arrays)
+        return (out["result"], facts) if facts else out["result"]
+
+    def _run_graph(self, graph_spec, arrays, path=adapters.DEFAULT_PATH):
+        """The adapter's ``run_graph`` in the worker: ({node: array}, facts)."""
+        return self._request({"graph": graph_spec, "path": path}, arrays)
+
+    def _request(self, header: dict, arrays: dict):
+        """Send one request; (arrays, facts) of an ok reply, Unsupported or BackendError
+        otherwise; WorkerDied / WorkerHung when the worker does not answer."""
         if self.proc is None or self.proc.poll() is not None:
             self.restarts += 1
             self._start()
         self._stderr.seek(0, os.SEEK_END)
         mark = self._stderr.tell()
         try:
-            self.proc.stdin.write(pack({"op": op, "path": path, "params": params}, arrays))
+            self.proc.stdin.write(pack(header, arrays))
             self.proc.stdin.flush()
         except BrokenPipeError:
             pass  # the worker died; _receive reports how
@@ -132,8 +145,7 @@ class IsolatedAdapter:
             raise
         self.slowest_ok = max(self.slowest_ok, time.monotonic() - t0)
         if reply["status"] == "ok":
-            facts = reply.get("facts") or {}
-            return (out["result"], facts) if facts else out["result"]
+            return out, reply.get("facts") or {}
         if reply["status"] == "unsupported":
             raise adapters.Unsupported(reply["reason"])
         raise BackendError(f"{reply['type']}: {reply['message']}")

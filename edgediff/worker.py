@@ -6,7 +6,9 @@ virtual environment (for example TT-NN's Python 3.12 with numpy<2).
 
 Protocol, over the process's original stdout (fd 1 is then pointed at stderr, so
 whatever the backend prints cannot corrupt it): a hello message with the adapter's
-name, version, paths, arithmetic and repro sources; then one reply per request.
+name, version, paths, arithmetic and repro sources (and ``graph_paths`` when the adapter
+has ``run_graph``); then one reply per request: ``{"op", "path", "params"}`` for one op,
+``{"graph", "path"}`` for a whole graph (``edgediff.graph``).
 """
 from __future__ import annotations
 
@@ -52,6 +54,8 @@ def main(argv=None) -> int:
     try:
         adapter = _load(spec)
         hello = {"status": "ready", **_describe(adapter, ops)}
+        if callable(getattr(adapter, "run_graph", None)):      # this adapter also runs graphs
+            hello["graph_paths"] = list(getattr(adapter, "graph_paths", ("default",)))
     except Exception as exc:  # unavailable: say why and stop
         channel.write(pack({"status": "unavailable", "reason": f"{type(exc).__name__}: {exc}"}))
         return 0
@@ -62,11 +66,15 @@ def main(argv=None) -> int:
         except EOFError:
             return 0
         try:
-            result = adapters.call(adapter, req["op"], req["path"], arrays, req["params"])
+            graph = "graph" in req
+            if graph:          # a whole graph: the reply carries every node result by name
+                result = adapter.run_graph(req["graph"], arrays, path=req["path"])
+            else:
+                result = adapters.call(adapter, req["op"], req["path"], arrays, req["params"])
             facts = {}
             if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
                 result, facts = result
-            reply = pack({"status": "ok", "facts": facts}, {"result": result})
+            reply = pack({"status": "ok", "facts": facts}, result if graph else {"result": result})
         except adapters.Unsupported as exc:
             reply = pack({"status": "unsupported", "reason": str(exc)})
         except Exception as exc:
