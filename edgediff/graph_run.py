@@ -7,9 +7,6 @@ running a graph is a crash outcome, not a dead run.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,9 +16,8 @@ import numpy as np
 import adapters
 from edgediff.graph import Graph, run_golden
 from edgediff.graph_check import check_graph, first_divergence
-from edgediff.isolation import REPO, BackendError, IsolatedAdapter
+from edgediff.isolation import BackendError
 from edgediff.runner import WorkerDied, WorkerHung
-from edgediff.wire import pack
 
 GRAPH_FAILURES = ("mismatch", "shape", "error", "crash", "hang")
 
