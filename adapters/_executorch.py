@@ -46,6 +46,7 @@ the exact torch sources it was written from; ``EDGEDIFF_ET_NO_SPEEDUPS=1`` disab
 """
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import importlib.metadata
@@ -741,9 +742,22 @@ def quantization_facts(converted) -> dict:
         elif (name.startswith("quantized_decomposed.dequantize_per_tensor")
               and getattr(node.args[0], "op", "") == "get_attr"):
             facts["weight_scales"] = [float(node.args[1])]
+        elif name.startswith(("aten.conv2d", "aten.convolution")) and len(node.args) > 2:
+            bias = node.args[2]
+            if getattr(bias, "op", "") == "get_attr":
+                facts["bias_abs_max"] = float(torch.as_tensor(
+                    functools.reduce(getattr, bias.target.split("."), converted)).abs().max())
     if activations:
         facts["input_scale"], facts["input_zero_point"] = activations[0]
         facts["output_scale"], facts["output_zero_point"] = activations[-1]
+        if "weight_scales" in facts:
+            # XNNPACK quantizes the float bias to int32 at input_scale * weight_scale, and
+            # requantizes by input_scale * weight_scale / output_scale: name the two limits
+            # its int8 kernels have (edgediff findings; see README).
+            products = [facts["input_scale"] * s for s in facts["weight_scales"]]
+            facts["requant_scale_max"] = max(p / facts["output_scale"] for p in products)
+            if "bias_abs_max" in facts:
+                facts["bias_int32_ratio"] = facts["bias_abs_max"] / min(products) / 2.0 ** 31
     return facts
 
 

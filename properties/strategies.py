@@ -22,6 +22,9 @@ from edgediff.case import LAYOUTS, Case
 
 VALUE_KINDS = ("small_int", "normal", "uniform", "large", "signed_zeros")
 SPECIAL_KINDS = ("with_nan_inf",)          # opt-in tier: --specials / EDGEDIFF_SPECIALS=1
+# NaN is in clamp's default tier: PyTorch's clamp propagates it, and a kernel built from
+# min/max instructions that drops it is a classic bug. (Inf stays in the --specials tier.)
+CLAMP_KINDS = ("small_int", "normal", "large", "signed_zeros", "with_nan")
 MAX_CHANNELS = 32
 
 
@@ -75,6 +78,20 @@ def variances(draw, c: int):
 
 def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@st.composite
+def same_structure(draw, case: Case, specials: bool = False):
+    """``case`` with fresh input values: same op, shapes, params and layout. Slow backends
+    (a lowering per structure) check several value sets per lowered program this way."""
+    inputs = {}
+    for name, a in case.inputs.items():
+        if name == "running_var":
+            inputs[name] = draw(variances(a.shape[0]), label=name)
+        else:
+            kinds = CLAMP_KINDS if case.op == "clamp" else VALUE_KINDS
+            inputs[name] = draw(values(a.shape, specials, kinds=kinds), label=name)
+    return Case(case.op, inputs, dict(case.params), case.layout, case.dtype)
 
 
 # ---- parameter strategies -------------------------------------------------------------------
@@ -182,9 +199,7 @@ def clamp_cases(draw, specials: bool = False):
     lo, hi = draw(bounds, label="min"), draw(bounds, label="max")
     if lo is None and hi is None:
         hi = 6.0
-    # NaN is in clamp's default tier: PyTorch's clamp propagates it, and a kernel built from
-    # min/max instructions that drops it is a classic bug. (Inf stays in the --specials tier.)
-    x = draw(values(shape, specials, kinds=("small_int", "normal", "large", "signed_zeros", "with_nan")))
+    x = draw(values(shape, specials, kinds=CLAMP_KINDS))
     return Case("clamp", {"x": x}, {"min": lo, "max": hi}, draw(layouts))
 
 
