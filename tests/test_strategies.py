@@ -130,3 +130,16 @@ def test_view_shapes_multiply_to_size(case):
     assert shape.count(-1) <= 1
     known = int(np.prod([s for s in shape if s != -1]))
     assert case.inputs["x"].size % known == 0
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), op=st.sampled_from(list(OPS)))
+def test_same_structure_keeps_everything_but_the_values(data, op):
+    case = data.draw(OPS[op].strategy())
+    other = data.draw(S.same_structure(case))
+    assert (other.op, other.params, other.layout, other.dtype) == (case.op, case.params, case.layout, case.dtype)
+    assert {k: v.shape for k, v in other.inputs.items()} == {k: v.shape for k, v in case.inputs.items()}
+    assert all(v.dtype == np.float32 for v in other.inputs.values())
+    if "running_var" in other.inputs:
+        assert np.all(other.inputs["running_var"] >= 0)
+    OPS[op].expected(other)                       # still a valid case for the golden op
