@@ -478,3 +478,44 @@ def test_int8_requantization_scale_below_256_runs(xnnpack):
 def test_xnnpack_int8_requantization_scale_above_256(xnnpack):
     outcome = run_case(_skipped_input_case(1e5), xnnpack, "xnnpack/int8_per_tensor", OPS["conv2d"])
     assert outcome.kind == "pass", outcome.message()
+
+
+# ---- XNNPACK int8 vs the int8 golden ops ---------------------------------------------------------
+
+def _int8_golden(facts, x, w, b, stride, padding, groups):
+    """reference.quant.conv2d_s8 at the scales the pt2e flow chose (from the result's facts):
+    x and w quantized as PyTorch does (round half even; weights symmetric in [-127, 127]), the
+    float bias at input_scale * weight_scale, XNNPACK's float32 rescale ("float32_rne")."""
+    from reference import quant
+    q = facts["quantization"]
+    o = w.shape[0]
+    s_w = np.broadcast_to(np.asarray(q["weight_scales"], np.float32), (o,))
+    prod = (np.float32(q["input_scale"]) * s_w).astype(np.float32)
+    xq = quant.quantize(x.transpose(0, 2, 3, 1), q["input_scale"], q["input_zero_point"],
+                        rounding="half_even")
+    wq = quant.quantize(w.transpose(0, 2, 3, 1), s_w, 0, axis=0, rounding="half_even", qmin=-127)
+    bq = np.rint(b.astype(np.float32) / prod).astype(np.int32)
+    return quant.conv2d_s8(xq, wq, bq, -q["input_zero_point"], q["output_zero_point"], None, None,
+                           stride=stride, padding=padding, groups=groups, rounding="float32_rne",
+                           scales=(prod / np.float32(q["output_scale"])).astype(np.float32))
+
+
+@pytest.mark.parametrize("path", ["xnnpack/int8_per_tensor", "xnnpack/int8_per_channel"])
+@pytest.mark.parametrize("seed, c, o, k, stride, padding, groups", [
+    (0, 3, 5, 3, 1, 1, 1), (1, 6, 4, 1, 2, 0, 1), (2, 4, 8, 3, 2, 1, 4), (3, 5, 5, 2, 1, 0, 5)])
+def test_xnnpack_int8_equals_the_int8_golden_bit_for_bit(xnnpack, path, seed, c, o, k, stride,
+                                                         padding, groups):
+    """The delegated QS8/QC8 program, read back in int8, equals reference.quant.conv2d_s8 with
+    the float32 round-half-even rescale at the same scales: every element (measured: 0 LSB)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((1, c, 6, 5)).astype(np.float32)
+    w = rng.standard_normal((o, c // groups, k, k)).astype(np.float32)
+    b = rng.standard_normal(o).astype(np.float32)
+    out, facts = xnnpack.conv2d(x, w, b, stride, padding, 1, groups, path=path)
+    want = _int8_golden(facts, x, w, b, stride, padding, groups).astype(np.int64)
+    q = facts["quantization"]
+    got = np.rint(out.transpose(0, 2, 3, 1) / q["output_scale"] + q["output_zero_point"]).astype(np.int64)
+    differ = np.argwhere(got != want)
+    assert differ.size == 0, (f"{path}: {len(differ)} of {got.size} int8 outputs differ from the "
+                              f"golden; first at NHWC {tuple(differ[0])}: program "
+                              f"{got[tuple(differ[0])]}, golden {want[tuple(differ[0])]}")
