@@ -1,7 +1,8 @@
 """LiteRT graphs: an ``edgediff.graph`` Graph as ONE float32 ``.tflite`` model with one
 subgraph (``run_graph`` of the ``litert`` adapter), built with the flatbuffers helpers of
-``adapters/litert.py`` (``_Graph``, ``_padding_mode``) and run by the LiteRT interpreter
-(``num_threads=1``) through one of three paths:
+``adapters/litert.py`` (``_Graph``, ``_padding_mode``, ``fold_batch_norm``) and run by the
+LiteRT interpreter (``num_threads=1``, a fresh interpreter per run) through one of three
+resolvers (each also as ``*/graph_fused/f32``, below):
 
 - ``xnnpack/graph/f32``: ``OpResolverType.AUTO`` (the default XNNPACK delegate). The ops
   XNNPACK leaves to the builtin kernels are listed in the facts (``not_delegated``, found by
@@ -34,9 +35,19 @@ litert.py); outputs are transposed back in NumPy. How nodes map:
   would drop it;
 - add: ADD (broadcasting as in NumPy; operands of different rank are both made logical).
 
-Every node's tensor is a model output, so every node is returned and judged on its own: no
-op is fused in the model (BN is not folded into the conv, activations are separate ops), and
-a delegate cannot hide a tensor that is a model output.
+On the ``*/graph/f32`` paths every node's tensor is a model output, so every node is
+returned and judged on its own: no op is fused in the model (BN is not folded into the conv,
+activations are separate ops), and a delegate cannot hide a tensor that is a model output.
+
+The ``*/graph_fused/f32`` paths (same three resolvers) build the model a TFLite converter
+emits instead (``fusion_plan``): a batch norm that is a conv's only consumer is folded into the
+conv's weights and bias (``reference.fold_batch_norm``: float64, rounded once to float32, as
+litert.py's conv2d_batch_norm), and a clamp that is ReLU / ReLU6 / ReLU_N1_TO_1 and the only
+consumer of the conv (or of that batch norm) becomes the conv's ``fused_activation_function``.
+The conv and batch-norm nodes inside such a group are not in the model, so they are not
+returned; ``edgediff.graph_check`` judges the group as one segment (as for ExecuTorch's
+XNNPACK fusions). Facts: ``fused`` (groups), ``tflite_ops``, ``transposes``, and on xnnpack
+``delegates`` and ``not_delegated``.
 """
 from __future__ import annotations
 
@@ -47,11 +58,47 @@ from adapters import litert as L
 from reference._args import pair
 
 PATHS = {"xnnpack/graph/f32": "xnnpack", "builtin/graph/f32": "builtin",
-         "builtin_ref/graph/f32": "builtin_ref"}
+         "builtin_ref/graph/f32": "builtin_ref", "xnnpack/graph_fused/f32": "xnnpack",
+         "builtin/graph_fused/f32": "builtin", "builtin_ref/graph_fused/f32": "builtin_ref"}
 graph_paths = tuple(PATHS)
 NHWC = (0, 2, 3, 1)
 _CLAMP_OPS = {(0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1", (0.0, 1.0): "RELU_0_TO_1",
               (0.0, None): "RELU"}
+_FUSED_ACTIVATIONS = {(0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1", (0.0, None): "RELU"}
+
+
+def _clamp_key(params):
+    lo, hi = params.get("min"), params.get("max")
+    return (None if lo is None else float(lo), None if hi is None else float(hi))
+
+
+def fusion_plan(graph: dict) -> dict:
+    """{conv name: [the conv, then the batch_norm and/or clamp nodes folded into it]} for the
+    converter-style paths: a batch norm that is a conv's only consumer is folded into the
+    conv's constants, and a clamp that is ReLU / ReLU6 / ReLU_N1_TO_1 and the only consumer
+    of the conv (or of that batch norm) becomes the conv's fused activation."""
+    nodes = {n["name"]: n for n in graph["nodes"]}
+    users = {n["name"]: [] for n in graph["nodes"]}
+    for n in graph["nodes"]:
+        for role, src in n["inputs"].items():
+            if src in users:
+                users[src].append((n["name"], role))
+    plan = {}
+    for n in graph["nodes"]:
+        if n["op"] not in ("conv2d", "depthwise_conv2d"):
+            continue
+        group, cur = [n["name"]], n["name"]
+        nxt = users[cur]
+        if len(nxt) == 1 and nxt[0][1] == "x" and nodes[nxt[0][0]]["op"] == "batch_norm":
+            cur = nxt[0][0]
+            group.append(cur)
+            nxt = users[cur]
+        if (len(nxt) == 1 and nxt[0][1] == "x" and nodes[nxt[0][0]]["op"] == "clamp"
+                and _clamp_key(nodes[nxt[0][0]]["params"]) in _FUSED_ACTIVATIONS):
+            group.append(nxt[0][0])
+        if len(group) > 1:
+            plan[n["name"]] = group
+    return plan
 
 
 def _ident(rank):
@@ -61,8 +108,11 @@ def _ident(rank):
 class _Builder:
     """The model under construction: graph values as (tensor index, layout perm)."""
 
-    def __init__(self, graph: dict, arrays: dict, shapes: dict):
+    def __init__(self, graph: dict, arrays: dict, shapes: dict, fuse: bool = False):
         self.g = L._Graph()
+        self.plan = fusion_plan(graph) if fuse else {}
+        self.hidden = {m for group in self.plan.values() for m in group[:-1]}
+        self.folded = {m for group in self.plan.values() for m in group[1:]}
         self.s = L._litert()["schema"]
         self.graph, self.arrays, self.shapes = graph, arrays, shapes
         self.values = {}            # name -> (tensor, perm): the value's native layout
@@ -110,8 +160,11 @@ class _Builder:
         op, ins, p, name = n["op"], n["inputs"], n["params"], n["name"]
         self.graph_node_inputs = ins
         s = self.s
+        if name in self.folded:                    # computed by its conv (fusion_plan)
+            return
         if op in ("conv2d", "depthwise_conv2d"):
-            self.values[name] = (self.conv(name, op, ins, p), NHWC)
+            group = self.plan.get(name, [name])
+            self.values[group[-1]] = (self.conv(name, op, ins, p, group), NHWC)
         elif op == "batch_norm":
             x, perm = self.get(ins["x"])
             c = self.shapes[ins["x"]][1]
@@ -133,7 +186,7 @@ class _Builder:
         elif op == "clamp":
             x, perm = self.get(ins["x"])
             lo, hi = p.get("min"), p.get("max")
-            key = (None if lo is None else float(lo), None if hi is None else float(hi))
+            key = _clamp_key(p)
             y = self.out(name, perm)
             if key in _CLAMP_OPS:
                 self.g.op(_CLAMP_OPS[key], [x], [y])
@@ -203,16 +256,30 @@ class _Builder:
         else:
             raise adapters.Unsupported(f"litert graph runner has no op {op!r}")
 
-    def conv(self, name, op, ins, p):
+    def conv(self, name, op, ins, p, group):
         s = self.s
         n, c, h, wd = self.shapes[ins["x"]]
         w = self.const(name, "w")
         o, cg, kh, kw = w.shape
+        nodes = {m["name"]: m for m in self.graph["nodes"]}
+        activation = "NONE"
+        b = self.const(name, "b") if "b" in ins else None
+        for m in group[1:]:
+            fm = nodes[m]
+            self.graph_node_inputs = fm["inputs"]
+            if fm["op"] == "batch_norm":       # folded in float64, rounded once to float32
+                opt = {k: (self.const(m, k) if k in fm["inputs"] else None) for k in ("weight", "bias")}
+                w, b = L.fold_batch_norm(w, b, self.const(m, "running_mean"), self.const(m, "running_var"),
+                                         opt["weight"], opt["bias"], fm["params"].get("eps", 1e-5))
+                w, b = np.asarray(w, np.float32), np.asarray(b, np.float32)
+            else:
+                activation = _FUSED_ACTIVATIONS[_clamp_key(fm["params"])]
+        self.graph_node_inputs = ins
         groups = c if op == "depthwise_conv2d" else int(p.get("groups", 1))
         depthwise = groups != 1 and groups == c and cg == 1
         if groups != 1 and not depthwise and not L.MAP_GROUPED_CONV:
             raise adapters.Unsupported("grouped conv: only groups=1 and depthwise are mapped")
-        b = self.const(name, "b") if "b" in ins else np.zeros(o, np.float32)
+        b = np.zeros(o, np.float32) if b is None else b
         sh, sw = pair(p.get("stride", 1), "stride", 1)
         dh, dw = pair(p.get("dilation", 1), "dilation", 1)
         mode, pad = L._padding_mode((h, wd), (kh, kw), (sh, sw), (dh, dw), p.get("padding", 0))
@@ -225,7 +292,7 @@ class _Builder:
             self.g.op("PAD", [src, pads], [padded], s.PadOptionsT(), "PadOptions")
             src = padded
         bi = self.g.tensor((o,), b, name=f"{name}.bias")
-        y = self.out(name, NHWC)
+        y = self.out(group[-1], NHWC)
         if depthwise:
             wi = self.g.tensor((1, kh, kw, o), w.reshape(o, kh, kw).transpose(1, 2, 0), name=f"{name}.w_1hwo")
             opts = s.DepthwiseConv2DOptionsT()
@@ -238,18 +305,18 @@ class _Builder:
         opts.padding = getattr(s.Padding, mode)
         opts.strideH, opts.strideW = sh, sw
         opts.dilationHFactor, opts.dilationWFactor = dh, dw
-        opts.fusedActivationFunction = s.ActivationFunctionType.NONE
+        opts.fusedActivationFunction = getattr(s.ActivationFunctionType, activation)
         self.g.op(opname, [src, wi, bi], [y], opts, kind)
         return y
 
 
-def build_model(graph: dict, arrays: dict):
+def build_model(graph: dict, arrays: dict, fuse: bool = False):
     """(litert._Graph, model bytes, {input name: perm}, {node name: (tensor, perm)}, facts)."""
     from edgediff.graph import Graph, infer_shapes
     if graph.get("dtype", "float32") != "float32":
         raise adapters.Unsupported(f"litert graphs are float32 only, got {graph.get('dtype')}")
     shapes = infer_shapes(Graph.from_json(graph, arrays))
-    b = _Builder(graph, arrays, shapes)
+    b = _Builder(graph, arrays, shapes, fuse)
     feeds = {}
     for k in graph["inputs"]:
         shape = shapes[k]
@@ -260,10 +327,12 @@ def build_model(graph: dict, arrays: dict):
         feeds[k] = perm
     for n in graph["nodes"]:
         b.node(n)
-    outputs = {n["name"]: b.values[n["name"]] for n in graph["nodes"]}
+    outputs = {n["name"]: b.values[n["name"]] for n in graph["nodes"] if n["name"] not in b.hidden}
     out_tensors = list(dict.fromkeys(t for t, _ in outputs.values()))
     model = b.g.finish([b.values[k][0] for k in graph["inputs"]], out_tensors)
     facts = {"tflite_ops": len(b.g.operators), "transposes": b.transposes}
+    if fuse:
+        facts["fused"] = len(b.plan)
     return b.g, model, feeds, outputs, facts
 
 
@@ -296,7 +365,7 @@ def run_graph(graph, arrays, path=graph_paths[0]):
     if path not in PATHS:
         raise ValueError(f"unknown litert graph path {path!r}; known: {graph_paths}")
     resolver = PATHS[path]
-    g, model, feeds, outputs, facts = build_model(graph, arrays)
+    g, model, feeds, outputs, facts = build_model(graph, arrays, fuse="graph_fused" in path)
     lt = L._litert()
     interp = lt["Interpreter"](model_content=model, num_threads=1,
                                experimental_op_resolver_type=getattr(lt["OpResolverType"], L._RESOLVERS[resolver]))

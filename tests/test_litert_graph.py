@@ -1,8 +1,10 @@
 """LiteRT graphs (adapters/_litert_graph.py): an edgediff Graph as one multi-op .tflite model,
-run on the xnnpack, builtin and builtin_ref paths and judged node by node against the golden
+run on the xnnpack, builtin and builtin_ref resolvers, every node a model output
+(``*/graph/f32``) or converter-style with BN folded and activations fused into the convs
+(``*/graph_fused/f32``), judged node by node (fused groups as one segment) against the golden
 ops (edgediff.graph_check). Fixed graphs from MobileNetV2, the layout plumbing (NHWC inside,
-TRANSPOSE only where NCHW semantics need it), delegation, and random graphs on the two
-builtin paths (properties/test_graphs.py covers the first graph path, xnnpack)."""
+TRANSPOSE only where NCHW semantics need it), delegation, and random graphs on the other
+paths (properties/test_graphs.py covers the first graph path, xnnpack/graph/f32)."""
 from __future__ import annotations
 
 import numpy as np
@@ -22,6 +24,8 @@ except (adapters.AdapterUnavailable, NoGraphRunner) as _exc:  # pragma: no cover
 
 PATHS = litert.graph_paths
 XNNPACK = "xnnpack/graph/f32"
+UNFUSED = [p for p in PATHS if "/graph/" in p]
+FUSED = [p for p in PATHS if "/graph_fused/" in p]
 
 
 def _mobilenet(names_from, names_to, seed=4, layout="contiguous"):
@@ -30,14 +34,15 @@ def _mobilenet(names_from, names_to, seed=4, layout="contiguous"):
     return g, subgraph(g, names[names.index(names_from):names.index(names_to) + 1], run_golden(g))
 
 
-def _passes_everywhere(graph, expect_transposes=None):
+def _passes_everywhere(graph, expect_transposes=None, paths=UNFUSED):
     outs = {}
-    for path in PATHS:
+    for path in paths:
         out = run_graph(graph, litert, path=path)
         assert out.kind == "pass", out.message()
-        assert set(out.observed) == {n.name for n in graph.nodes}, path      # every node returned
-        assert all(c.status == "ok" for c in out.checks), path
-        if path == XNNPACK:
+        if path in UNFUSED:
+            assert set(out.observed) == {n.name for n in graph.nodes}, path      # every node returned
+            assert all(c.status == "ok" for c in out.checks), path
+        if path.startswith("xnnpack/"):
             assert out.facts["delegates"] >= 1 and out.facts["not_delegated"] == [], out.facts
         if expect_transposes is not None:
             assert out.facts["transposes"] == expect_transposes, out.facts
@@ -45,8 +50,9 @@ def _passes_everywhere(graph, expect_transposes=None):
     return outs
 
 
-def test_paths_are_the_three_resolvers():
-    assert PATHS == ("xnnpack/graph/f32", "builtin/graph/f32", "builtin_ref/graph/f32")
+def test_paths_are_the_three_resolvers_unfused_and_fused():
+    assert PATHS == ("xnnpack/graph/f32", "builtin/graph/f32", "builtin_ref/graph/f32",
+                     "xnnpack/graph_fused/f32", "builtin/graph_fused/f32", "builtin_ref/graph_fused/f32")
     with pytest.raises(ValueError, match="unknown litert graph path"):
         litert.run_graph({}, {}, path="xnnpack")
 
@@ -58,11 +64,20 @@ def test_conv_bn_relu6_chain(layout):
     g = networks.mobilenet_v2(width=0.35, size=96, seed=2, layout=layout)
     sub = subgraph(g, [n.name for n in g.nodes[:6]], {})
     assert [n.op for n in sub.nodes] == ["conv2d", "batch_norm", "clamp", "depthwise_conv2d", "batch_norm", "clamp"]
-    outs = _passes_everywhere(sub, expect_transposes=0)
+    outs = _passes_everywhere(sub, expect_transposes=0, paths=PATHS)
     golden = run_golden(sub)
     for out in outs.values():      # and end to end, the whole chain is close to the golden network
         err = np.abs(out.observed["b0.0.dw.relu6"] - golden["b0.0.dw.relu6"]).max()
         assert err <= 1e-4 * np.abs(golden["b0.0.dw.relu6"]).max(), err
+    for path in FUSED:             # converter-style: BN folded, ReLU6 fused: two CONV ops
+        out = outs[path]
+        assert set(out.observed) == {"stem.relu6", "b0.0.dw.relu6"}, out.observed.keys()
+        # PAD (the stem's pads 1/1 on an even input at stride 2 are not TFLite's SAME 0/1),
+        # CONV_2D, DEPTHWISE_CONV_2D
+        assert out.facts["tflite_ops"] == 3 and out.facts["fused"] == 2
+        segments = {c.name: c.segment for c in out.checks if c.status == "ok"}
+        assert segments == {"stem.relu6": ("stem", "stem.bn", "stem.relu6"),
+                            "b0.0.dw.relu6": ("b0.0.dw", "b0.0.dw.bn", "b0.0.dw.relu6")}
 
 
 def test_inverted_residual_blocks_with_add():
@@ -72,7 +87,10 @@ def test_inverted_residual_blocks_with_add():
     names = [n.name for n in g.nodes]
     first = subgraph(g, names[:names.index("b1.1.residual") + 1], {})
     assert "add" in {n.op for n in first.nodes}
-    _passes_everywhere(first, expect_transposes=0)
+    outs = _passes_everywhere(first, expect_transposes=0, paths=PATHS)
+    for path in FUSED:             # the projection BN has no activation: conv+BN fused, add after it
+        assert {"b0.0.project.bn", "b1.1.project.bn", "b1.1.residual"} <= set(outs[path].observed)
+        assert not {"b1.1.project", "b1.1.expand", "b1.1.expand.bn"} & set(outs[path].observed)
     _, inner = _mobilenet("b1.1.expand", "b1.1.residual")
     assert inner.inputs == ["b1.0.project.bn"]
     _passes_everywhere(inner, expect_transposes=0)
@@ -88,7 +106,7 @@ def test_mean_head_and_view():
     names = [n.name for n in g.nodes]
     head = subgraph(g, names[names.index("head"):], run_golden(g))
     assert [n.op for n in head.nodes][-3:] == ["mean", "conv2d", "view"]
-    _passes_everywhere(head, expect_transposes=0)
+    _passes_everywhere(head, expect_transposes=0, paths=PATHS)
 
 
 def _layout_graph():
@@ -145,20 +163,26 @@ def test_a_wrong_value_in_the_model_is_caught():
     sub.tensors["stem.bn.weight"] = sub.tensors["stem.bn.weight"].copy()
     arrays = sub.arrays_for_backend()
     arrays["stem.bn.weight"] = arrays["stem.bn.weight"] * np.float32(1.001)   # what LiteRT gets
-    observed, _ = litert.run_graph(sub.spec(), arrays, path="builtin_ref/graph/f32")
     from edgediff.graph_check import check_graph, first_divergence
+    observed, _ = litert.run_graph(sub.spec(), arrays, path="builtin_ref/graph/f32")
     bad = first_divergence(check_graph(sub, observed))
     assert bad is not None and bad.name == "stem.bn"
+    observed, _ = litert.run_graph(sub.spec(), arrays, path="xnnpack/graph_fused/f32")
+    bad = first_divergence(check_graph(sub, observed))
+    assert bad is not None and bad.segment == ("stem", "stem.bn", "stem.relu6")
+    observed, _ = litert.run_graph(sub.spec(), sub.arrays_for_backend(), path="xnnpack/graph_fused/f32")
+    assert first_divergence(check_graph(sub, observed)) is None
 
 
-@pytest.mark.parametrize("path", ["builtin/graph/f32", "builtin_ref/graph/f32"])
-def test_random_graphs_on_the_builtin_paths(path):
-    @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@pytest.mark.parametrize("path", PATHS[1:])
+def test_random_graphs_on_the_other_paths(path):
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     @given(graph=graphs())
     def prop(graph):
         out = run_graph(graph, litert, path=path)
         assert out.kind == "pass", out.message()
-        assert set(out.observed) == {n.name for n in graph.nodes}
+        if path in UNFUSED:
+            assert set(out.observed) == {n.name for n in graph.nodes}
     prop()
 
 
