@@ -192,3 +192,43 @@ def test_graph_property_picks_up_litert():
     from properties import test_graphs as prop
     assert "litert" in prop._wanted(type("C", (), {"getoption": lambda self, *a: None})())
     assert not isinstance(prop._adapter("litert"), Exception)
+
+
+_HANG_SCRIPT = """
+import numpy as np
+from edgediff.graph import GraphBuilder
+from edgediff.graph_run import load_graph_adapter, run_graph
+b = GraphBuilder()
+b.input("x", np.ones((1, {c}, 1, 1)))
+b.const("w", np.ones(({c}, 1, 1, 1)))
+b.add_node("dw", "depthwise_conv2d", {{"x": "x", "w": "w"}}, stride=1, padding=0)
+out = run_graph(b.build(), load_graph_adapter("litert"), path="builtin/graph/f32")
+assert out.kind == "pass", out.message()
+print("finished")
+"""
+
+
+def _depthwise_finishes(channels, timeout=8.0):
+    import subprocess
+    import sys
+    from pathlib import Path
+    try:
+        r = subprocess.run([sys.executable, "-c", _HANG_SCRIPT.format(c=channels)], capture_output=True,
+                           text=True, timeout=timeout, cwd=Path(__file__).resolve().parent.parent)
+    except subprocess.TimeoutExpired:
+        return False
+    assert r.returncode == 0 and "finished" in r.stdout, r.stderr[-2000:]
+    return True
+
+
+def test_builtin_depthwise_with_4832_output_channels_finishes():
+    assert _depthwise_finishes(4832)
+
+
+@pytest.mark.xfail(strict=True, reason="LiteRT 2.3.0 builtin (optimized) float DEPTHWISE_CONV_2D never returns "
+                   "(busy loop) when C * depth_multiplier > 4832, even for a 1x1 input and 1x1 kernel; "
+                   "builtin_ref and XNNPACK take ms. Found by random graphs (a view to (1, 5376, 1, 1) before a "
+                   "depthwise conv); 4832 is the optimized kernel's accumulator buffer (kAccBufferMaxSize), so "
+                   "its output pixels per pass become 0")
+def test_builtin_depthwise_with_4833_output_channels_finishes():
+    assert _depthwise_finishes(4833)
