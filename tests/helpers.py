@@ -27,3 +27,28 @@ def assert_raises_naming(fn, parameter: str):
         assert parameter in str(exc), f"ValueError message {str(exc)!r} does not name {parameter!r}"
         return str(exc)
     raise AssertionError(f"expected ValueError naming {parameter!r}, nothing was raised")
+
+
+_TORCH_WORKER = None
+
+
+def torch_in_worker(op: str, case):
+    """PyTorch's answer for ``case``, computed in the ``torch`` adapter's worker process.
+
+    PyTorch 2.13.0 segfaults on some channels_last depthwise convs (README, "What edgediff
+    found"); in-process that would kill the test run. A worker death here rejects the example
+    (``hypothesis.reject``): it is that known PyTorch crash, which the property suite reports
+    as a finding, not a property of the case being checked."""
+    global _TORCH_WORKER
+    from hypothesis import reject
+
+    import adapters
+    from edgediff.isolation import isolate
+    from edgediff.runner import WorkerDied
+    from properties.ops import OPS
+    if _TORCH_WORKER is None:
+        _TORCH_WORKER = isolate(adapters.load("torch"), "torch", OPS)
+    try:
+        return getattr(_TORCH_WORKER, op)(**case.arrays_for_backend(), **case.params)
+    except WorkerDied:
+        reject()

@@ -14,6 +14,7 @@ from adapters import torch_eager as _torch
 def _wrap(name, **overrides):
     mod = types.SimpleNamespace(
         name=name, version=f"planted-on-torch-{_torch.version}",
+        isolated=True,        # like the torch adapter: PyTorch's own segfault must not end a run
         conv2d=_torch.conv2d, depthwise_conv2d=_torch.depthwise_conv2d, clamp=_torch.clamp,
         mean=_torch.mean, view=_torch.view, permute=_torch.permute, batch_norm=_torch.batch_norm,
         conv2d_batch_norm=_torch.conv2d_batch_norm)

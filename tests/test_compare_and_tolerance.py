@@ -82,10 +82,10 @@ def test_bound_accepts_float32_sequential_accumulation(case):
 @settings(max_examples=60, deadline=None)
 @given(S.conv2d_cases())
 def test_bound_accepts_torch_float32(case):
-    import torch
-    from adapters import torch_eager
+    pytest.importorskip("torch")
+    from tests.helpers import torch_in_worker
     exp = reference.conv2d(**case.inputs, **case.params)
-    obs = torch_eager.conv2d(**case.arrays_for_backend(), **case.params)
+    obs = torch_in_worker("conv2d", case)
     stats = compare(exp, obs, OPS["conv2d"].bound(case, exp, FLOAT32))
     assert stats.ok, stats.summary()
 
