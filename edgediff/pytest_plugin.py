@@ -385,6 +385,8 @@ def pytest_runtest_call(item):
         target = params.get("target") or params.get("relation_target")
         current = settings()
         cap = getattr(getattr(target, "adapter", None), "max_examples", None)
+        if callable(cap):                      # a cap per (op or relation, path)
+            cap = cap(target.op, target.path)
         capped = (cap and item.config.getoption("max_examples") is None
                   and current.max_examples <= PROFILES["ci"]["max_examples"])
         if capped:
