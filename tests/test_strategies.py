@@ -111,7 +111,7 @@ def test_values_shrink_to_small_integers():
 
 def test_mean_covers_every_dim_subset_and_keepdim():
     seen = set()
-    @settings(max_examples=600, database=None)
+    @settings(max_examples=1500, database=None, derandomize=True)  # rank 4 takes half the draws
     @given(S.mean_cases())
     def collect(case):
         d, r = case.params["dim"], case.inputs["x"].ndim
