@@ -392,7 +392,8 @@ def pytest_runtest_call(item):
         if capped:
             kw = {"max_examples": min(cap, current.max_examples)}
             if current.derandomize:       # the ci profile: gate on unshrunk failures of slow
-                kw["phases"] = [Phase.explicit, Phase.reuse, Phase.generate]   # backends
+                kw["phases"] = [Phase.explicit, Phase.reuse, Phase.generate]   # backends,
+                kw["report_multiple_bugs"] = False     # stopping at the first one
             current = settings(current, **kw)
         item.obj._hypothesis_internal_use_settings = current
     yield
