@@ -954,3 +954,20 @@ class Backend:
 
     def repro_source(self, op, path=None):
         return repro_source(op, self.xnnpack, self.quantization.get(path or self.path))
+
+
+def sampling(int8_paths):
+    """(max_examples, values_per_structure) for an adapter with these int8 paths.
+
+    max_examples: examples per (op, path) test in the dev and ci profiles. Every new float
+    structure is a lowering (~1 s); every int8 example is a quantize + lowering (~1.5-2.5 s).
+    values_per_structure: new float values are patched into the cached program (~2 ms), so
+    16 value sets per structure; int8 calibration and BN folding depend on the values and
+    lower anew each time, so 1."""
+    def max_examples(op, path):
+        return 2 if path in int8_paths else 5
+
+    def values_per_structure(op, path):
+        return 1 if path in int8_paths or op in ("conv2d_batch_norm", "batch_norm") else 16
+
+    return max_examples, values_per_structure

@@ -28,20 +28,8 @@ paths = {op: (PATH,) for op in ("conv2d", "depthwise_conv2d", "clamp", "mean", "
 for _op in _et.INT8_OPS:
     paths[_op] = (PATH, *INT8_PATHS)
 
-# Every new structure is a new lowering (~0.7 s): in the dev and ci profiles each
-# (op, path) test draws at most this many examples; --max-examples and thorough/fuzz win.
-def max_examples(op, path):
-    """Examples per (op, path) test in the dev and ci profiles: every new float structure is a
-    lowering (~1 s, then checked with values_per_structure value sets); every int8 example is
-    a quantize + lowering (~1.5-2.5 s)."""
-    return 2 if path in INT8_PATHS else 5
-
-
-def values_per_structure(op, path):
-    """Value sets the property checks per drawn structure. New float values are patched into
-    the cached program (~2 ms instead of a ~1 s lowering), so 16; int8 calibration and BN
-    folding depend on the values, so those lower anew each time: 1."""
-    return 1 if path in INT8_PATHS or op in ("conv2d_batch_norm", "batch_norm") else 16
+# Examples per test in dev/ci and value sets per lowered structure (see _executorch.sampling)
+max_examples, values_per_structure = _et.sampling(INT8_PATHS)
 
 
 def unavailable_reason():
