@@ -8,7 +8,6 @@ running a graph is a crash outcome, not a dead run.
 from __future__ import annotations
 
 import time
-import traceback
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,8 +15,7 @@ import numpy as np
 import adapters
 from edgediff.graph import Graph, run_golden
 from edgediff.graph_check import check_graph, first_divergence
-from edgediff.isolation import BackendError
-from edgediff.runner import WorkerDied, WorkerHung
+from edgediff.runner import call_backend
 
 GRAPH_FAILURES = ("mismatch", "shape", "error", "crash", "hang")
 
@@ -84,26 +82,13 @@ def run_graph(graph: Graph, adapter, path: str | None = None, golden: dict | Non
     golden = run_golden(graph) if golden is None else golden
     out = GraphOutcome("pass", graph, adapter.name, adapter.version, path, golden=golden)
     t0 = time.perf_counter()
-    try:
-        result = adapter.run_graph(graph.spec(), graph.arrays_for_backend(), path=path)
-    except adapters.Unsupported as exc:
-        out.kind, out.detail = "unsupported", str(exc)
+    result, kind, detail, facts = call_backend(
+        lambda: adapter.run_graph(graph.spec(), graph.arrays_for_backend(), path=path))
+    out.seconds = time.perf_counter() - t0
+    out.facts.update(facts)
+    if kind is not None:
+        out.kind, out.detail = kind, detail
         return out
-    except WorkerHung as exc:
-        out.kind, out.detail = "hang", str(exc)
-        return out
-    except WorkerDied as exc:
-        out.kind, out.detail = "crash", str(exc)
-        out.facts.update(signal=exc.signal, exitcode=exc.exitcode, stderr_tail=exc.stderr_tail)
-        return out
-    except Exception as exc:  # a backend exception is a finding
-        out.kind = "error"
-        out.detail = str(exc) if isinstance(exc, BackendError) else "".join(
-            traceback.format_exception_only(type(exc), exc)).strip()
-        out.facts.update(getattr(exc, "facts", None) or {})
-        return out
-    finally:
-        out.seconds = time.perf_counter() - t0
     observed, facts = result if isinstance(result, tuple) else (result, {})
     out.facts.update(facts)
     out.observed = {k: np.asarray(v) for k, v in observed.items()}

@@ -59,33 +59,40 @@ class Outcome:
         return f"{head}\n{body}"
 
 
+def call_backend(call):
+    """Run ``call()`` and classify how the backend answered: (result, kind, detail, facts),
+    kind None when it returned, else unsupported | hang | crash | error. A backend exception
+    is a finding, not a dead test run. Shared by single ops and graphs."""
+    try:
+        return call(), None, "", {}
+    except adapters.Unsupported as exc:
+        return None, "unsupported", str(exc) or "unsupported", {}
+    except WorkerHung as exc:
+        return None, "hang", str(exc), {}
+    except WorkerDied as exc:
+        return None, "crash", str(exc), dict(signal=exc.signal, exitcode=exc.exitcode,
+                                             stderr_tail=exc.stderr_tail)
+    except Exception as exc:
+        remote = type(exc).__name__ == "BackendError"     # raised in a worker: its text as is
+        detail = str(exc) if remote else "".join(
+            traceback.format_exception_only(type(exc), exc)).strip()
+        facts = {"traceback": traceback.format_exc(limit=8)}
+        facts.update(getattr(exc, "facts", None) or {})          # what the backend knew
+        return None, "error", detail, facts
+
+
 def run_case(case: Case, adapter, path: str, spec) -> Outcome:
     """Golden vs adapter on one case through one path."""
     expected = spec.expected(case)
     out = Outcome("pass", case, adapter.name, adapter.version, path, expected=expected)
     t0 = time.perf_counter()
-    try:
-        observed = adapters.call(adapter, case.op, path, case.arrays_for_backend(), case.params)
-    except adapters.Unsupported as exc:
-        out.kind, out.detail = "unsupported", str(exc) or "unsupported"
+    observed, kind, detail, facts = call_backend(
+        lambda: adapters.call(adapter, case.op, path, case.arrays_for_backend(), case.params))
+    out.seconds = time.perf_counter() - t0
+    out.extra.update(facts)
+    if kind is not None:
+        out.kind, out.detail = kind, detail
         return out
-    except WorkerHung as exc:
-        out.kind, out.detail = "hang", str(exc)
-        return out
-    except WorkerDied as exc:
-        out.kind, out.detail = "crash", str(exc)
-        out.extra.update(signal=exc.signal, exitcode=exc.exitcode, stderr_tail=exc.stderr_tail)
-        return out
-    except Exception as exc:  # a backend exception is a finding, not a dead test run
-        out.kind = "error"
-        remote = type(exc).__name__ == "BackendError"     # raised in a worker: its text as is
-        out.detail = str(exc) if remote else "".join(
-            traceback.format_exception_only(type(exc), exc)).strip()
-        out.extra["traceback"] = traceback.format_exc(limit=8)
-        out.extra.update(getattr(exc, "facts", None) or {})      # what the backend knew
-        return out
-    finally:
-        out.seconds = time.perf_counter() - t0
     if isinstance(observed, tuple) and len(observed) == 2 and isinstance(observed[1], dict):
         observed, facts = observed                   # adapters may return (array, facts)
         out.extra.update(facts)
