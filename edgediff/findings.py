@@ -73,9 +73,9 @@ class FindingStore:
         self.worker = worker
 
     # ---- every failing example ----------------------------------------------------------
-    def log(self, outcome: Outcome, pattern: tuple, shrunk: bool = False) -> None:
+    def log(self, outcome: Outcome, pattern: tuple, shrunk: bool = False, known: str | None = None) -> None:
         sig = signature(outcome, pattern)
-        record = {"signature": signature_id(sig), "shrunk": shrunk, "kind": outcome.kind,
+        record = {"signature": signature_id(sig), "shrunk": shrunk, "known": known, "kind": outcome.kind,
                   "adapter": outcome.adapter, "version": outcome.version, "path": outcome.path,
                   "case": outcome.case.to_json(), "detail": outcome.detail,
                   "stats": outcome.stats.to_json() if outcome.stats else None}

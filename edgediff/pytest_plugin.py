@@ -74,6 +74,8 @@ class EdgeDiffRun:
     budget_per_target: float | None = None     # seconds, from --time-budget
     started: dict = field(default_factory=dict)  # target key -> first example's time
     last_progress_write: float = 0.0
+    shrink_known: bool = False                 # --shrink-known: known failures stop and shrink too
+    item_known: dict = field(default_factory=dict)   # entry key -> entry, hit by the running test
 
     def __repr__(self):
         return f"EdgeDiffRun(worker={self.worker!r}, backends={[label for label, _ in self.selected]})"
@@ -100,12 +102,23 @@ class EdgeDiffRun:
                 and not self.tally.rows[target.key]["failed_examples"]):
             pytest.skip(BUDGET_REACHED)
 
-    def account(self, target: Target, outcome: runner.Outcome) -> runner.Outcome:
+    def account(self, target: Target, outcome: runner.Outcome, stop_on_known: bool = False) -> runner.Outcome:
+        """Count one example. A failure raises a FindingFailure, so Hypothesis shrinks it; a
+        failure that a known-failures entry matches is logged and counted instead, and the search
+        goes on for new ones (a baselined bug neither masks a new bug in the same target nor
+        spends the run shrinking a case that is already filed). ``stop_on_known`` (replayed
+        corpus cases) and ``--shrink-known`` raise for known failures too."""
         self.tally.example(target.key, outcome.kind, outcome.detail, outcome.seconds,
                            outcome.stats.worst_ratio if outcome.stats is not None else None)
         if outcome.failed:
-            self.store.log(outcome, pattern_of(outcome))
-            raise runner.failure_for(outcome)
+            pattern = pattern_of(outcome)
+            entry = None if (stop_on_known or self.shrink_known) else self.known_entry(outcome, pattern)
+            self.store.log(outcome, pattern, known=entry.reason if entry is not None else None)
+            if entry is None:
+                raise runner.failure_for(outcome)
+            self.tally.known_matched.add(entry.key)
+            self.tally.finding(target.key, "known:" + entry.key, known=True)
+            self.item_known[entry.key] = entry
         return outcome
 
     def known_entry(self, outcome: runner.Outcome, pattern):
@@ -160,6 +173,9 @@ def pytest_addoption(parser):
     g.addoption("--known-failures", default=None, metavar="FILE",
                 help=f"baseline of known failures (default: {DEFAULT_KNOWN.relative_to(REPO)} if present)")
     g.addoption("--specials", action="store_true", help="also draw NaN/Inf inputs")
+    g.addoption("--shrink-known", action="store_true",
+                help="known failures stop the search and are shrunk and written like new ones "
+                     "(default: they are counted and the search goes on for new failures)")
     g.addoption("--time-budget", type=float, default=None, metavar="SECONDS",
                 help="stop generating new examples after this long, shared across (op, backend, path)")
     g.addoption("--progress", type=float, default=None, metavar="SECONDS",
@@ -246,7 +262,8 @@ def pytest_configure(config):
     if worker == "main":  # the controller (or a plain run) starts a fresh tally
         shutil.rmtree(findings_dir / ".stats", ignore_errors=True)
     config.stash[RUN_KEY] = EdgeDiffRun(selected, unavailable, FindingStore(findings_dir, worker),
-                                        known, config.getoption("specials"), worker, specs=specs)
+                                        known, config.getoption("specials"), worker, specs=specs,
+                                        shrink_known=config.getoption("shrink_known"))
 
 
 RUN_KEY = pytest.StashKey[EdgeDiffRun]()
@@ -391,11 +408,13 @@ def pytest_runtest_call(item):
                   and current.max_examples <= PROFILES["ci"]["max_examples"])
         if capped:
             kw = {"max_examples": min(cap, current.max_examples)}
-            if current.derandomize:       # the ci profile: gate on unshrunk failures of slow
-                kw["phases"] = [Phase.explicit, Phase.reuse, Phase.generate]   # backends,
-                kw["report_multiple_bugs"] = False     # stopping at the first one
+            if current.derandomize:       # the ci profile: gate on unshrunk failures of slow backends
+                kw["phases"] = [Phase.explicit, Phase.reuse, Phase.generate]
             current = settings(current, **kw)
         item.obj._hypothesis_internal_use_settings = current
+    run = item.config.stash.get(RUN_KEY, None)
+    if run is not None:
+        run.item_known = {}           # known failures this test hits (see EdgeDiffRun.account)
     yield
 
 
@@ -419,6 +438,9 @@ def pytest_runtest_makereport(item, call):
         if all(v is not None for v in verdicts):
             report.outcome = "skipped"
             report.wasxfail = "known failure: " + "; ".join(sorted({v.reason for v in verdicts}))
+    elif report.passed and run.item_known:          # only known failures: the target is xfail
+        report.outcome = "skipped"
+        report.wasxfail = "known failure: " + "; ".join(sorted({e.reason for e in run.item_known.values()}))
     elif report.passed and (reason := run.tally.all_unsupported(target.key)):
         report.outcome = "skipped"
         report.longrepr = (str(item.path), item.location[1] or 0, f"every example unsupported: {reason}")

@@ -70,8 +70,33 @@ reason = "was broken once"
     assert code == 0, out
     assert "known failure: planted: pads swapped" in out
     assert "fixed?" in out and "planted_swapped_padding/clamp" in out
-    record = json.loads(next((tmp_path / "findings").glob("*/finding.json")).read_text())
-    assert record["known"]["reason"] == "planted: pads swapped"
+    assert finding_dirs(tmp_path) == [], "a known failure is counted, not shrunk and written again"
+    logged = [json.loads(line) for p in (tmp_path / "findings" / "log").glob("*.jsonl")
+              for line in p.read_text().splitlines()]
+    assert logged and all(r["known"] == "planted: pads swapped" for r in logged)
+    assert all(not r["shrunk"] for r in logged)
+
+
+def test_a_known_failure_does_not_hide_a_new_one_in_the_same_target(tmp_path):
+    known = tmp_path / "known.toml"      # only the top/bottom half of the planted swap is known
+    known.write_text('''
+[[known]]
+adapter = "planted_swapped_padding"
+op = "conv2d"
+kind = "mismatch"
+when = "isinstance(padding, tuple) and isinstance(padding[0], tuple) and padding[0][0] != padding[0][1]"
+reason = "planted: top and bottom swapped"
+''')
+    code, out = run_pytest(tmp_path, "properties/test_differential.py", "-k", "conv2d-",
+                           "--adapter", "tests.planted:swapped_padding", "--known-failures", str(known),
+                           "--max-examples", "100", "-rxs")
+    assert code == 1, out
+    found = finding_dirs(tmp_path)
+    assert len(found) == 1 and found[0].startswith("planted_swapped_padding-conv2d-"), found
+    record = json.loads((tmp_path / "findings" / found[0] / "finding.json").read_text())
+    (top, bottom), (left, right) = record["params"]["padding"]
+    assert top == bottom and left != right, record["params"]     # the new, left/right half
+    assert record["known"] is None
 
 
 def test_crashes_and_hangs_are_grouped_findings_and_the_run_carries_on(tmp_path):
