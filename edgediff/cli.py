@@ -196,6 +196,7 @@ def cmd_baseline(args) -> int:
     from edgediff.findings import load_findings
     from edgediff.known import load_known
     from edgediff.replay import promote
+    from properties.ops import SHRINK_DEFAULTS
     path = Path(args.file)
     known = load_known(path) if path.exists() else []
     added = []
@@ -209,7 +210,7 @@ def cmd_baseline(args) -> int:
         if already:
             continue
         added.append(rec)
-        feats = ", ".join(f'"{f}"' for f in sig["pattern"])
+        feats = ", ".join(f'"{f}"' for f in sig["pattern"] if f not in SHRINK_DEFAULTS)
         entry = (f'\n[[known]]\nadapter = "{rec["adapter"]}"\nop = "{rec["op"]}"\npath = "{rec["path"]}"\n'
                  f'kind = "{rec["kind"]}"\npattern = [{feats}]\n'
                  f'reason = "TODO: describe ({rec["id"]})"\nlink = ""\n')

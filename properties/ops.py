@@ -127,6 +127,12 @@ def batch_norm_bound(case: Case, expected, arith: Arithmetic):
 
 # ---- grouping patterns -------------------------------------------------------------------------
 
+# Feature values that a shrunk example falls back to whether or not the bug needs them (the
+# shrinker prefers the first layout and groups=1). `edgediff baseline` leaves them out of the
+# entries it writes, so a baselined bug still matches when it shows up channels_last or grouped.
+SHRINK_DEFAULTS = ("contiguous", "groups=1")
+
+
 def _pair(v):
     return (v, v) if np.ndim(v) == 0 else tuple(v)
 

@@ -46,7 +46,7 @@ def test_baseline_then_gate_passes_and_corpus_replays(findings):
     assert code == 0 and "new entr" in out, out
     assert (corpus / the_finding(findings).name / "case.json").exists()
     text = known.read_text()
-    assert 'adapter = "planted_swapped_padding"' in text and '"asymmetric padding"' in text
+    assert 'adapter = "planted_swapped_padding"' in text and 'pattern = ["asymmetric padding"]' in text
     code, out = edgediff("gate", "--adapter", "tests.planted:swapped_padding", "--known-failures", str(known),
                          "--findings-dir", str(findings / "gate"), "--max-examples", "40", "--", "-k", "conv2d-",
                          "-rx", env=env)
