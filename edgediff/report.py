@@ -147,7 +147,8 @@ def histogram(values, title) -> str:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(3.6, 2.2))
     v = np.asarray(values, float)
-    ax.hist(v, bins=40, range=(min(-12, v.min()), max(2, v.max())), color="#4a7ab5")
+    v = v[np.isfinite(v)]          # stats files written before ratios were clipped
+    ax.hist(v, bins=40, range=(min(-12, v.min(initial=-12)), max(2, v.max(initial=2))), color="#4a7ab5")
     ax.axvline(0.0, color="#c0392b", lw=1.5, label="tolerance")
     ax.set_xlabel("log10(error / bound), worst element", fontsize=7)
     ax.set_title(title, fontsize=8)

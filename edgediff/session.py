@@ -20,6 +20,18 @@ def target_key(op: str, adapter: str, path: str) -> str:
     return f"{op}|{adapter}|{path}"
 
 
+LOG10_RATIO_RANGE = (-12.0, 40.0)    # exact ... an error where the bound is 0 (ratio inf)
+
+
+def log10_ratio(worst_ratio: float) -> float | None:
+    """log10(error/bound) of the worst element for the report's histograms, clipped to a finite
+    range (a known failure with an error where the bound is 0 is counted with ratio inf)."""
+    if np.isnan(worst_ratio):
+        return LOG10_RATIO_RANGE[1]
+    lo, hi = LOG10_RATIO_RANGE
+    return round(float(np.clip(np.log10(max(worst_ratio, 10.0 ** lo)), lo, hi)), 3)
+
+
 class Tally:
     def __init__(self):
         self.known_matched: set[str] = set()
@@ -34,8 +46,7 @@ class Tally:
         row["examples"] += 1
         row["seconds"] += seconds
         if worst_ratio is not None and len(row["log10_ratio"]) < MAX_RATIOS_KEPT:
-            # error/bound of the worst element, for the report's histograms (0 = exact)
-            row["log10_ratio"].append(round(float(np.log10(max(worst_ratio, 1e-12))), 3))
+            row["log10_ratio"].append(log10_ratio(worst_ratio))
         if kind == "pass":
             row["passed"] += 1
         elif kind == "unsupported":

@@ -90,3 +90,18 @@ def test_builtin_repro_is_standalone_and_says_pass_or_fail(tmp_path):
     np.savez(directory / "inputs.npz", **arrays)
     bad = subprocess.run([sys.executable, "repro.py"], cwd=directory, capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and bad.stdout.startswith("FAIL: "), bad.stdout + bad.stderr
+
+
+def test_tally_keeps_report_ratios_finite_and_the_histogram_renders():
+    """A known failure with an error where the bound is 0 has error/bound = inf; the main job's
+    HTML report once died on it (numpy: 'supplied range of [-12, inf] is not finite')."""
+    from edgediff.session import LOG10_RATIO_RANGE, Tally
+    tally = Tally()
+    for ratio in (0.0, 1e-3, 1.0, 5.0, np.inf, np.nan):
+        tally.example("conv2d|x|default", "mismatch", worst_ratio=ratio)
+    values = tally.rows["conv2d|x|default"]["log10_ratio"]
+    assert values == [-12.0, -3.0, 0.0, round(np.log10(5.0), 3), 40.0, 40.0]
+    assert all(LOG10_RATIO_RANGE[0] <= v <= LOG10_RATIO_RANGE[1] for v in values)
+    pytest.importorskip("matplotlib")
+    from edgediff.report import histogram
+    assert histogram(values + [float("inf")], "x / conv2d").startswith("data:image/png;base64,")
