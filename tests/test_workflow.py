@@ -111,3 +111,18 @@ def test_html_report_renders_in_headless_chromium(findings, tmp_path):
     assert all(i in dom for i in ids)
     assert dom.count("data:image/png;base64") >= 2 + len(ids) - 1
     assert "Uncaught" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_readme_starts_with_two_commands_and_ci_runs_the_second():
+    """README opens with the main-job command and the test command; `.ci/run` runs the latter
+    verbatim, so CI tests what a user is told to run (profile included)."""
+    import re
+    readme = (REPO / "README.md").read_text()
+    head = readme[:readme.index("\n\n", readme.index("```bash"))]
+    commands = re.findall(r"```bash\n(.+?)\n```", head)
+    assert len(commands) == 2, head
+    assert commands[0].startswith("bash scripts/setup.sh && .venv/bin/edgediff run")
+    assert commands[1].startswith("bash scripts/setup.sh && .venv/bin/python -m pytest")
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    assert ci == [commands[1]], ci
