@@ -76,6 +76,7 @@ class EdgeDiffRun:
     last_progress_write: float = 0.0
     shrink_known: bool = False                 # --shrink-known: known failures stop and shrink too
     item_known: dict = field(default_factory=dict)   # entry key -> entry, hit by the running test
+    raised: set = field(default_factory=set)   # target keys with a new failure (being shrunk)
 
     def __repr__(self):
         return f"EdgeDiffRun(worker={self.worker!r}, backends={[label for label, _ in self.selected]})"
@@ -92,14 +93,14 @@ class EdgeDiffRun:
 
     def within_budget(self, target: Target) -> None:
         """Past its share of --time-budget, a target stops drawing new examples (a target that
-        has failed keeps going, so Hypothesis can finish shrinking)."""
+        raised a new failure keeps going, so Hypothesis can finish shrinking it)."""
         now = time.monotonic()
         start = self.started.setdefault(target.key, now)
         if now - self.last_progress_write > PROGRESS_WRITE_EVERY:
             self.last_progress_write = now
             write_progress(self)
         if (self.budget_per_target is not None and now - start > self.budget_per_target
-                and not self.tally.rows[target.key]["failed_examples"]):
+                and target.key not in self.raised):
             pytest.skip(BUDGET_REACHED)
 
     def account(self, target: Target, outcome: runner.Outcome, stop_on_known: bool = False) -> runner.Outcome:
@@ -115,6 +116,7 @@ class EdgeDiffRun:
             entry = None if (stop_on_known or self.shrink_known) else self.known_entry(outcome, pattern)
             self.store.log(outcome, pattern, known=entry.reason if entry is not None else None)
             if entry is None:
+                self.raised.add(target.key)
                 raise runner.failure_for(outcome)
             self.tally.known_matched.add(entry.key)
             self.tally.finding(target.key, "known:" + entry.key, known=True)

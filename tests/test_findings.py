@@ -105,3 +105,35 @@ def test_tally_keeps_report_ratios_finite_and_the_histogram_renders():
     pytest.importorskip("matplotlib")
     from edgediff.report import histogram
     assert histogram(values + [float("inf")], "x / conv2d").startswith("data:image/png;base64,")
+
+
+def test_known_failure_is_counted_and_the_search_goes_on_and_the_time_budget_still_applies(tmp_path):
+    """EdgeDiffRun.account: a failure matching the baseline is logged and counted, not raised; a
+    new one is raised (for Hypothesis to shrink). A target that met only known failures still
+    stops at its --time-budget share; one that is shrinking a new failure goes on."""
+    import time
+
+    from edgediff.known import KnownFailure
+    from edgediff.pytest_plugin import BUDGET_REACHED, EdgeDiffRun, Target
+    from edgediff.runner import FindingFailure, Outcome
+    known = [KnownFailure("planted_swapped_padding", "conv2d", kind="mismatch",
+                          when="layout == 'contiguous'", reason="planted, contiguous")]
+    run = EdgeDiffRun([], {}, FindingStore(tmp_path, "main"), known, False, "main", budget_per_target=0.0)
+    target = Target("conv2d", "planted_swapped_padding", planted.swapped_padding, "default")
+    failing = run_case(conv_case(), planted.swapped_padding, "default", OPS["conv2d"])
+    assert failing.kind == "mismatch"
+    assert run.account(target, failing) is failing                      # known: not raised
+    assert set(run.item_known) == {known[0].key}
+    assert run.tally.rows[target.key]["known"] == ["known:" + known[0].key]
+    logged = [json.loads(line) for line in (tmp_path / "log" / "main.jsonl").read_text().splitlines()]
+    assert [r["known"] for r in logged] == ["planted, contiguous"]
+    run.started[target.key] = time.monotonic() - 1.0
+    with pytest.raises(pytest.skip.Exception, match=BUDGET_REACHED):
+        run.within_budget(target)                                       # known hits do not hold it open
+    new = Outcome(**{**failing.__dict__, "case": Case(failing.case.op, failing.case.inputs,
+                                                       failing.case.params, layout="channels_last")})
+    with pytest.raises(FindingFailure):
+        run.account(target, new)                                        # not in the baseline: raised
+    run.within_budget(target)                                           # shrinking it goes on
+    with pytest.raises(FindingFailure):
+        run.account(target, failing, stop_on_known=True)                # replayed corpus cases stop
