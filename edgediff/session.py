@@ -23,7 +23,7 @@ def target_key(op: str, adapter: str, path: str) -> str:
 LOG10_RATIO_RANGE = (-12.0, 40.0)    # exact ... an error where the bound is 0 (ratio inf)
 
 
-def log10_ratio(worst_ratio: float) -> float | None:
+def log10_ratio(worst_ratio: float) -> float:
     """log10(error/bound) of the worst element for the report's histograms, clipped to a finite
     range (a known failure with an error where the bound is 0 is counted with ratio inf)."""
     if np.isnan(worst_ratio):

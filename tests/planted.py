@@ -1,7 +1,7 @@
 """Adapters with planted bugs, for meta-tests of edgediff itself.
 
-Each wraps the real ``torch`` adapter and changes one thing a backend might get wrong. The
-wrapped torch ops get C-contiguous copies of their inputs: PyTorch 2.13 segfaults on some
+Each wraps the real ``torch`` adapter and changes one thing a backend might get wrong. Every op
+of a planted adapter gets C-contiguous copies of its inputs: PyTorch 2.13 segfaults on some
 channels_last convs (baselined for ``torch``), and a meta-test must see only its planted bug.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ def _wrap(name, **overrides):
         isolated=True,        # like the torch adapter: a crash must not end a run
         **{op: _contiguous(getattr(_torch, op)) for op in OPS})
     for k, v in overrides.items():
-        setattr(mod, k, v)
+        setattr(mod, k, _contiguous(v))
     return mod
 
 
@@ -37,11 +37,11 @@ def _swapped_asym_padding(x, w, b=None, stride=1, padding=0, dilation=1, groups=
     if np.ndim(padding) == 2:
         (t, bo), (l, r) = padding
         padding = ((bo, t), (r, l))      # bug: top/bottom and left/right swapped
-    return _contiguous(_torch.conv2d)(x, w, b, stride, padding, dilation, groups)
+    return _torch.conv2d(x, w, b, stride, padding, dilation, groups)
 
 
 def _clamp_drops_nan(x, min=None, max=None):  # noqa: A002
-    return np.nan_to_num(_contiguous(_torch.clamp)(x, min, max), nan=0.0)
+    return np.nan_to_num(_torch.clamp(x, min, max), nan=0.0)
 
 
 def _clamp_min_after_max(x, min=None, max=None):  # noqa: A002
@@ -56,11 +56,11 @@ def _clamp_min_after_max(x, min=None, max=None):  # noqa: A002
 def _mean_wrong_axis(x, dim=None, keepdim=False):
     if isinstance(dim, int) and x.ndim > 1:
         dim = (dim + 1) % x.ndim          # bug: off-by-one axis
-    return _contiguous(_torch.mean)(x, dim, keepdim)
+    return _torch.mean(x, dim, keepdim)
 
 
 def _conv_bias_twice(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
-    y = _contiguous(_torch.conv2d)(x, w, b, stride, padding, dilation, groups)
+    y = _torch.conv2d(x, w, b, stride, padding, dilation, groups)
     return y if b is None else y + b[None, :, None, None]
 
 

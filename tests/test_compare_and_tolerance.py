@@ -82,7 +82,7 @@ def test_bound_accepts_float32_sequential_accumulation(case):
 @settings(max_examples=60, deadline=None)
 @given(S.conv2d_cases())
 def test_bound_accepts_torch_float32(case):
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason="compares the bound with PyTorch float32")
     from tests.helpers import torch_in_worker
     exp = reference.conv2d(**case.inputs, **case.params)
     obs = torch_in_worker("conv2d", case)

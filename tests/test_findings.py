@@ -102,7 +102,7 @@ def test_tally_keeps_report_ratios_finite_and_the_histogram_renders():
     values = tally.rows["conv2d|x|default"]["log10_ratio"]
     assert values == [-12.0, -3.0, 0.0, round(np.log10(5.0), 3), 40.0, 40.0]
     assert all(LOG10_RATIO_RANGE[0] <= v <= LOG10_RATIO_RANGE[1] for v in values)
-    pytest.importorskip("matplotlib")
+    pytest.importorskip("matplotlib", reason="the HTML report draws its plots with matplotlib")
     from edgediff.report import histogram
     assert histogram(values + [float("inf")], "x / conv2d").startswith("data:image/png;base64,")
 
@@ -111,11 +111,12 @@ def test_known_failure_is_counted_and_the_search_goes_on_and_the_time_budget_sti
     """EdgeDiffRun.account: a failure matching the baseline is logged and counted, not raised; a
     new one is raised (for Hypothesis to shrink). A target that met only known failures still
     stops at its --time-budget share; one that is shrinking a new failure goes on."""
+    import dataclasses
     import time
 
     from edgediff.known import KnownFailure
     from edgediff.pytest_plugin import BUDGET_REACHED, EdgeDiffRun, Target
-    from edgediff.runner import FindingFailure, Outcome
+    from edgediff.runner import FindingFailure
     known = [KnownFailure("planted_swapped_padding", "conv2d", kind="mismatch",
                           when="layout == 'contiguous'", reason="planted, contiguous")]
     run = EdgeDiffRun([], {}, FindingStore(tmp_path, "main"), known, False, "main", budget_per_target=0.0)
@@ -130,8 +131,7 @@ def test_known_failure_is_counted_and_the_search_goes_on_and_the_time_budget_sti
     run.started[target.key] = time.monotonic() - 1.0
     with pytest.raises(pytest.skip.Exception, match=BUDGET_REACHED):
         run.within_budget(target)                                       # known hits do not hold it open
-    new = Outcome(**{**failing.__dict__, "case": Case(failing.case.op, failing.case.inputs,
-                                                       failing.case.params, layout="channels_last")})
+    new = dataclasses.replace(failing, case=dataclasses.replace(failing.case, layout="channels_last"))
     with pytest.raises(FindingFailure):
         run.account(target, new)                                        # not in the baseline: raised
     run.within_budget(target)                                           # shrinking it goes on

@@ -22,7 +22,7 @@ from tests.helpers import assert_raises_naming
 from tests.planted_graph import adapter as planted, correct
 
 REPO = Path(__file__).resolve().parent.parent
-torch = pytest.importorskip("torch")
+torch = pytest.importorskip("torch", reason="the graph tests run torch graphs")
 
 
 def _conv_graph(**conv_params):
