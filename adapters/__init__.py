@@ -40,6 +40,7 @@ BUILTINS = {
     "ttnn": "adapters.ttnn",
     "cmsis_nn": "adapters.cmsis_nn",
     "litert": "adapters.litert",
+    "executorch_ggml": "adapters.executorch_ggml",
 }
 DEFAULT_PATH = "default"
 

@@ -86,8 +86,10 @@ class FindingStore:
 
     # ---- one directory per signature ----------------------------------------------------
     def write(self, outcome: Outcome, pattern: tuple, repro_source: str | None,
-              known: dict | None = None) -> tuple[Path, bool]:
-        """Store the shrunk example; returns (its directory, whether the signature is new)."""
+              known: dict | None = None, repro_script: str | None = None) -> tuple[Path, bool]:
+        """Store the shrunk example; returns (its directory, whether the signature is new).
+        ``repro_script``: a whole repro.py in the backend's own idiom with the data inline
+        (the adapter's ``standalone_repro``), used instead of the generic template."""
         sig = signature(outcome, pattern)
         sid = signature_id(sig)
         directory = self.root / sid
@@ -111,7 +113,8 @@ class FindingStore:
             if outcome.observed is not None:
                 extra["observed"] = outcome.observed
             outcome.case.save(directory, extra)
-            atomic_write(directory / "repro.py", render_repro(outcome, sid, repro_source))
+            atomic_write(directory / "repro.py",
+                         repro_script or render_repro(outcome, sid, repro_source))
             atomic_write(directory / "ISSUE.md", render_issue(record, outcome))
             atomic_write(directory / "finding.json", json.dumps(record, indent=2, default=str))
         return directory, is_new

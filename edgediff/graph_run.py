@@ -88,7 +88,7 @@ def run_graph(graph: Graph, adapter, path: str | None = None, golden: dict | Non
     out.facts.update(facts)
     if kind is not None:
         out.kind, out.detail = kind, detail
-        return out
+        return recycle(adapter, out)
     observed, facts = result if isinstance(result, tuple) else (result, {})
     out.facts.update(facts)
     out.observed = {k: np.asarray(v) for k, v in observed.items()}
@@ -109,4 +109,11 @@ def run_graph(graph: Graph, adapter, path: str | None = None, golden: dict | Non
         out.kind = "shape" if bad.status == "shape" else "mismatch"
     if graph.output not in out.observed:
         out.kind, out.detail = "error", f"run_graph did not return the graph's output {graph.output!r}"
+    return recycle(adapter, out)
+
+
+def recycle(adapter, out: GraphOutcome) -> GraphOutcome:
+    """A fresh worker process after a failing graph (see ``runner.recycle_after_failure``)."""
+    if out.kind in GRAPH_FAILURES and callable(getattr(adapter, "recycle", None)):
+        adapter.recycle()
     return out

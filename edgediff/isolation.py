@@ -55,6 +55,7 @@ class IsolatedAdapter:
         self._repro = hello["repro"]
         self.worker_python = hello["python"]
         self.graph_paths = tuple(hello["graph_paths"]) if hello.get("graph_paths") else None
+        self.fork_server = bool(hello.get("fork_server"))
 
     # ---- the adapter contract ------------------------------------------------------------
     def __getattr__(self, op):
@@ -120,6 +121,23 @@ class IsolatedAdapter:
         out, facts = self._request({"op": op, "path": path, "params": params}, arrays)
         return (out["result"], facts) if facts else out["result"]
 
+    def recycle(self) -> None:
+        """A fresh process for the next call (after a failing example, whose backend state
+        must not leak into the next one): a new fork-server child, or nothing for a plain
+        worker, which a failure of that kind has already restarted or left intact."""
+        if not self.fork_server or self.proc is None or self.proc.poll() is not None:
+            return
+        self._stderr.seek(0, os.SEEK_END)
+        mark = self._stderr.tell()
+        try:
+            self.proc.stdin.write(pack({"recycle": True}))
+            self.proc.stdin.flush()
+            reply, _ = self._receive(self.startup_timeout, mark)
+        except (BrokenPipeError, WorkerDied, WorkerHung):
+            return                     # restarted on the next call
+        if reply.get("status") != "recycled":
+            raise RuntimeError(f"worker answered {reply} to a recycle request")
+
     def _run_graph(self, graph_spec, arrays, path=adapters.DEFAULT_PATH):
         """The adapter's ``run_graph`` in the worker: ({node: array}, facts)."""
         return self._request({"graph": graph_spec, "path": path}, arrays)
@@ -170,15 +188,26 @@ class IsolatedAdapter:
             if ready:
                 break
         try:
-            return unpack(self.proc.stdout)
+            reply = unpack(self.proc.stdout)
         except (EOFError, OSError):
             rc = self.proc.wait()
-            tail = self._stderr_tail(mark)
             self.proc = None
-            sig = signal.Signals(-rc).name if rc < 0 and -rc in signal.Signals._value2member_map_ else None
-            how = f"killed by {sig}" if sig else f"exited with status {rc}"
-            last = tail.strip().splitlines()[-1] if tail.strip() else "(no stderr)"
-            raise WorkerDied(f"worker {how}: {last}", signal=sig, exitcode=rc, stderr_tail=tail) from None
+            raise self._died(rc, mark) from None
+        if reply[0].get("status") == "died":      # a fork-server child died; the server lives
+            self.restarts += 1
+            raise self._died(int(reply[0]["returncode"]), mark)
+        return reply
+
+    def _died(self, rc: int, mark) -> WorkerDied:
+        tail = self._stderr_tail(mark)
+        sig = signal.Signals(-rc).name if rc < 0 and -rc in signal.Signals._value2member_map_ else None
+        how = f"killed by {sig}" if sig else f"exited with status {rc}"
+        lines = tail.strip().splitlines()
+        # The line that says why: a failed assertion when there is one (ggml's GGML_ASSERT or
+        # an abort message), else the last line.
+        why = next((ln for ln in reversed(lines) if "GGML_ASSERT" in ln or "Assertion" in ln
+                    or "assert" in ln.lower()), lines[-1] if lines else "(no stderr)")
+        return WorkerDied(f"worker {how}: {why.strip()}", signal=sig, exitcode=rc, stderr_tail=tail)
 
     def _stderr_tail(self, mark) -> str:
         self._stderr.seek(mark)
@@ -193,4 +222,10 @@ def isolate(adapter, spec: str, ops, label: str | None = None, **overrides) -> I
                     env=getattr(adapter, "worker_env", None),
                     cwd=getattr(adapter, "worker_cwd", None))
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    return IsolatedAdapter(spec, ops, label=label, **settings)
+    worker = IsolatedAdapter(spec, ops, label=label, **settings)
+    # Sampling limits and the standalone repro writer are read in this process: they are
+    # plain functions of (op, path) or of a case, and the worker need not answer for them.
+    for attr in ("max_examples", "values_per_structure", "standalone_repro", "graph_arithmetic"):
+        if hasattr(adapter, attr):
+            setattr(worker, attr, getattr(adapter, attr))
+    return worker

@@ -16,7 +16,7 @@
 ``layout``, ``shapes`` ({input: shape}), ``pattern`` (the finding's features), ``facts``
 (what the backend reported, e.g. the int8 scales it chose) and ``detail`` (the error text of
 an error/crash); it may use ``min``, ``max``,
-``len``, ``any``, ``all``, ``abs``.
+``len``, ``any``, ``all``, ``abs``, ``range``, ``sorted``, ``set``.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ from pathlib import Path
 
 KINDS = ("mismatch", "shape", "error", "crash", "hang")
 SAFE_BUILTINS = {"min": min, "max": max, "len": len, "any": any, "all": all, "abs": abs,
-                 "tuple": tuple, "isinstance": isinstance, "int": int}
+                 "tuple": tuple, "isinstance": isinstance, "int": int, "range": range,
+                 "sorted": sorted, "set": set}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
@@ -148,10 +149,26 @@ class EdgeDiffRun:
                 outcome.extra["spec"] = label_spec
             directory, _ = self.store.write(outcome, pattern,
                                             source(outcome.case.op, outcome.path) if callable(source) else None,
-                                            known)
+                                            known, standalone_script(target.adapter, outcome))
             self.tally.finding(target.key, directory.name, entry is not None)
             verdicts.append(entry)
         return verdicts
+
+
+def standalone_script(adapter, outcome: runner.Outcome) -> str | None:
+    """The adapter's own repro.py for this outcome (``standalone_repro``), when it writes one."""
+    write = getattr(adapter, "standalone_repro", None)
+    if not callable(write) or outcome.expected is None:
+        return None
+    from edgediff.findings import issue_title
+    case = outcome.case
+    bound = outcome.bound if outcome.bound is not None else np.zeros(np.shape(outcome.expected))
+    try:
+        return write(case.op, outcome.path, case.inputs, case.params, case.layout,
+                     outcome.expected, bound, issue_title(outcome))
+    except Exception as exc:       # the finding still gets the generic repro; say why
+        outcome.extra["standalone_repro_failed"] = f"{type(exc).__name__}: {exc}"
+        return None
 
 
 def pattern_of(outcome: runner.Outcome) -> tuple:

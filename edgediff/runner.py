@@ -92,7 +92,7 @@ def run_case(case: Case, adapter, path: str, spec) -> Outcome:
     out.extra.update(facts)
     if kind is not None:
         out.kind, out.detail = kind, detail
-        return out
+        return recycle_after_failure(adapter, out)
     if isinstance(observed, tuple) and len(observed) == 2 and isinstance(observed[1], dict):
         observed, facts = observed                   # adapters may return (array, facts)
         out.extra.update(facts)
@@ -101,14 +101,22 @@ def run_case(case: Case, adapter, path: str, spec) -> Outcome:
     if observed.shape != np.shape(expected):
         out.kind = "shape"
         out.detail = f"output shape {observed.shape}, expected {np.shape(expected)}"
-        return out
+        return recycle_after_failure(adapter, out)
     arith = adapters.arithmetic(adapter, case.op, path)
     out.bound = spec.bound(case, expected, arith)
     out.stats = compare(expected, observed, out.bound)
     out.extra.setdefault("arithmetic", vars(arith).copy())
     if not out.stats.ok:
         out.kind = "mismatch"
-    return out
+    return recycle_after_failure(adapter, out)
+
+
+def recycle_after_failure(adapter, outcome: Outcome) -> Outcome:
+    """Ask a worker for a fresh process after a failing example (``IsolatedAdapter.recycle``),
+    so a backend that corrupted its state cannot make the next example fail."""
+    if outcome.failed and callable(getattr(adapter, "recycle", None)):
+        adapter.recycle()
+    return outcome
 
 
 class FindingFailure(AssertionError):

@@ -53,18 +53,61 @@ def main(argv=None) -> int:
     import adapters
     try:
         adapter = _load(spec)
-        hello = {"status": "ready", **_describe(adapter, ops)}
+        fork = bool(getattr(adapter, "fork_server", False)) and hasattr(os, "fork")
+        if fork and callable(getattr(adapter, "prewarm", None)):
+            adapter.prewarm()                   # import the backend once, before any fork
+        hello = {"status": "ready", **_describe(adapter, ops), "fork_server": fork}
         if callable(getattr(adapter, "run_graph", None)):      # this adapter also runs graphs
             hello["graph_paths"] = list(getattr(adapter, "graph_paths", ("default",)))
     except Exception as exc:  # unavailable: say why and stop
         channel.write(pack({"status": "unavailable", "reason": f"{type(exc).__name__}: {exc}"}))
         return 0
     channel.write(pack(hello))
+    if fork:
+        return fork_server(adapter, stdin, channel)
+    return serve(adapter, stdin, channel)
+
+
+RECYCLE_EXIT = 75      # a fork-server child that leaves on request (``{"recycle": true}``)
+
+
+def fork_server(adapter, stdin, channel) -> int:
+    """Serve from forked children of this process, which keeps the imported backend and runs
+    nothing itself. A child that dies (an abort, a segfault) is reported with a ``died`` reply
+    in place of its answer and replaced by a new fork: milliseconds, instead of a new
+    interpreter importing the backend again (~6 s for torch + ExecuTorch), which is what
+    shrinking a crash costs per step. A hang still kills the whole process group. The test
+    process asks for a fresh child after every failing example (``recycle``): a backend that
+    corrupted its heap then cannot make the next, innocent example crash."""
+    from edgediff.wire import pack
+    while True:
+        pid = os.fork()
+        if pid == 0:                                  # the child serves until stdin closes
+            code = 1
+            try:
+                code = serve(adapter, stdin, channel)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+            return 0                                  # stdin closed: the run is over
+        if os.WIFEXITED(status) and os.WEXITSTATUS(status) == RECYCLE_EXIT:
+            channel.write(pack({"status": "recycled"}))   # asked for: a fresh child next
+            continue
+        rc = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+        channel.write(pack({"status": "died", "returncode": rc}))
+
+
+def serve(adapter, stdin, channel) -> int:
+    from edgediff.wire import pack, unpack
+    import adapters
     while True:
         try:
             req, arrays = unpack(stdin)
         except EOFError:
             return 0
+        if req.get("recycle"):
+            return RECYCLE_EXIT
         try:
             graph = "graph" in req
             if graph:          # a whole graph: the reply carries every node result by name

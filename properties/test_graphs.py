@@ -15,7 +15,7 @@ import adapters
 from edgediff.graph_run import NoGraphRunner, load_graph_adapter, run_graph
 from properties.strategies_graph import graphs
 
-EXAMPLES = {"torch": 12, "ggml": 12, "xnnpack": 3, "executorch_portable": 2}
+EXAMPLES = {"torch": 12, "ggml": 12, "xnnpack": 3, "executorch_portable": 2, "executorch_ggml": 4}
 DEFAULT_EXAMPLES = 5
 _LOADED = {}
 

@@ -5,6 +5,9 @@
 #   torch 2.13.0 (pinned in the same pip command, so pip never picks a CUDA build),
 #   ExecuTorch 1.5.1 (XNNPACK + portable kernels), ggml-python 0.0.45 (builds ggml 0.15.3
 #   from source with cmake, portable: GGML_NATIVE=OFF), ai-edge-litert 2.3.0.
+# - Backends built from source (executorch-ggml): scripts/snapshots.py unpacks and builds the
+#   snapshots of ../shared/third_party/ when present (outside this repository, in the edgediff
+#   cache), so the tests run them; a user points the adapters at their own checkouts instead.
 # - A backend that fails to install is reported and skipped: its adapter then says
 #   "unavailable" with the reason and its tests skip.
 set -euo pipefail
@@ -14,8 +17,15 @@ VENV=.venv
 STAMP=$VENV/.edgediff-setup
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 
+snapshots() {
+  # Backends no registry ships (executorch-ggml, ...) are built from source: from the user's
+  # checkout when its variable is set, else from ../shared/third_party/ when it is present.
+  # Quick when already built (a content-keyed cache outside this repository).
+  $VENV/bin/python scripts/snapshots.py || echo "setup: WARNING a source snapshot did not build; its adapter will report itself unavailable"
+}
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   echo "setup: .venv is up to date"
+  snapshots
   exit 0
 fi
 command -v "$PY" >/dev/null || { echo "setup: $PY not found (set EDGEDIFF_PYTHON)"; exit 3; }
@@ -42,4 +52,5 @@ if $PIP install "torch==2.13.0" "ggml-python==0.0.45" --config-settings=cmake.de
 else
   echo "setup: WARNING ggml-python did not build; the ggml adapter will report itself unavailable"
 fi
+snapshots
 echo "setup: done"
