@@ -361,6 +361,7 @@ def model_source(graph: dict, arrays: dict, outputs=None) -> tuple[str, dict]:
             layer = OPS[op](dict(node, prefix=f"n{i}_" if len(nodes) > 1 else ""), a,
                             {k: shapes[v] for k, v in ins.items()}, present)
             exec("\n".join(layer.init), dict(scope, self=holder))
+            holder.eval()                       # new submodules start in training mode
             var = f"y{i}" if len(nodes) > 1 else "y"
             values[var] = eval(layer.expr, dict(scope, self=holder), values)
             shapes[node["name"]], names[node["name"]] = tuple(values[var].shape), var
@@ -427,9 +428,15 @@ version = _version()
 
 
 def prewarm():
-    """What the fork server imports before it forks (nothing is lowered or run)."""
+    """What the fork server does before it forks: import the backend (nothing is lowered or
+    run) and make the folder its children share lowered programs through."""
+    import atexit
+    import tempfile
     runtime()
     import executorch.exir  # noqa: F401
+    store = Path(tempfile.mkdtemp(prefix="edgediff-executorch-ggml-"))
+    atexit.register(shutil.rmtree, store, True)         # the server's exit, not a child's
+    _STATE["store"] = store
 
 
 def runtime():
@@ -535,9 +542,13 @@ class Programs:
     lowering; when the lowering computes on the constants (batch norm folding), sentinels are
     not found and that structure is lowered per example, cached by content."""
 
-    def __init__(self, max_templates=128, max_programs=16):
+    def __init__(self, max_templates=128, max_programs=16, store: Path | None = None):
         from collections import OrderedDict
         self.templates, self.programs = OrderedDict(), OrderedDict()
+        # Under the fork server each failing example gets a fresh child, which would lose this
+        # cache: lowered templates are also kept as files (program bytes + JSON, no pickles)
+        # in a folder the server made before forking, so a new child reuses them.
+        self.store = store
         self.max_templates, self.max_programs = max_templates, max_programs
         self.rng = np.random.default_rng(20261202)
         self.stats = {"lowerings": 0, "patched_runs": 0}
@@ -579,6 +590,10 @@ class Programs:
         if key in self.templates:
             self.templates.move_to_end(key)
             return key, self.templates[key]
+        stored = self._load(key)
+        if stored is not None:
+            self.templates[key] = stored
+            return key, stored
         bn_folded = path.endswith("+bn_folded")
         _, state = model_source(graph, arrays, returned_nodes(graph, bn_folded))
         sizes = {k: int(np.size(arrays[a])) for k, a in state.items()}
@@ -595,10 +610,42 @@ class Programs:
                 for k, a in state.items():
                     tpl.offsets[a] = found[start:start + sizes[k]]
                     start += sizes[k]
+        self._save(key, tpl)
         self.templates[key] = tpl
         while len(self.templates) > self.max_templates:
             self.templates.popitem(last=False)
         return key, tpl
+
+    def _save(self, key, tpl):
+        import adapters
+        import json
+        if self.store is None or not (tpl.error is None or isinstance(tpl.error, adapters.Unsupported)):
+            return
+        meta = {"facts": tpl.facts, "outputs": tpl.outputs,
+                "unsupported": str(tpl.error) if tpl.error is not None else None,
+                "offsets": None if tpl.offsets is None else
+                {a: o.tolist() for a, o in tpl.offsets.items()}}
+        if tpl.buffer is not None:
+            (self.store / f"{key}.pte").write_bytes(tpl.buffer)
+        tmp = self.store / f".{key}.{os.getpid()}.json"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, self.store / f"{key}.json")        # complete or absent
+
+    def _load(self, key):
+        import adapters
+        import json
+        if self.store is None or not (self.store / f"{key}.json").is_file():
+            return None
+        meta = json.loads((self.store / f"{key}.json").read_text())
+        tpl = Template()
+        tpl.facts, tpl.outputs = meta["facts"], meta["outputs"]
+        if meta["unsupported"] is not None:
+            tpl.error = adapters.Unsupported(meta["unsupported"])
+            return tpl
+        tpl.buffer = (self.store / f"{key}.pte").read_bytes()
+        if meta["offsets"] is not None:
+            tpl.offsets = {a: np.asarray(o, np.int64) for a, o in meta["offsets"].items()}
+        return tpl
 
     def run(self, graph, arrays, path):
         """({node name: NCHW array}, facts)."""
@@ -644,7 +691,7 @@ class Programs:
 def _programs() -> Programs:
     if "programs" not in _STATE:
         runtime()
-        _STATE["programs"] = Programs()
+        _STATE["programs"] = Programs(store=_STATE.get("store"))
     return _STATE["programs"]
 
 

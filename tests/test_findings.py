@@ -137,3 +137,40 @@ def test_known_failure_is_counted_and_the_search_goes_on_and_the_time_budget_sti
     run.within_budget(target)                                           # shrinking it goes on
     with pytest.raises(FindingFailure):
         run.account(target, failing, stop_on_known=True)                # replayed corpus cases stop
+
+
+# ---- the baseline's `when` is data, never code ------------------------------------------------
+
+ESCAPE = "().__class__.__base__.__subclasses__()[0]('touch /tmp/x') or True"
+
+
+@pytest.mark.parametrize("when,refused", [
+    (ESCAPE, "may call only|may not use Attribute"),
+    ("stride.__class__ == 1", "may not use Attribute"),
+    ("__import__('os').system('true') or True", "may call only"),
+    ("open('/etc/passwd') is not None", "may call only"),
+    ("1/0", "reads no field"),
+    ("True", "reads no field"),
+    ("lambda: stride", "may not use Lambda"),
+    ("(s := stride)", "may not use NamedExpr"),
+    ("secret == 1", "unknown name 'secret'"),
+    ("max(stride, key=abs)", "positional arguments"),
+    ("stride ==", "not an expression"),
+])
+def test_a_when_that_is_not_plain_data_is_refused_at_load_naming_the_entry(tmp_path, when, refused):
+    from edgediff.known import load_known
+    path = tmp_path / "known.toml"
+    path.write_text(f'[[known]]\nadapter = "torch"\nop = "conv2d"\nwhen = {json.dumps(when)}\n')
+    with pytest.raises(ValueError, match=refused) as exc:
+        load_known(path)
+    assert "known entry 0" in str(exc.value)
+
+
+def test_when_reads_the_case_and_does_not_match_where_it_does_not_apply():
+    from edgediff.known import KnownFailure
+    perm = KnownFailure("x", "permute", when="any(dims[dims[i]] != i for i in range(len(dims)))")
+    assert perm.matches("x", "permute", "default", "mismatch", {"dims": (0, 2, 3, 1)})
+    assert not perm.matches("x", "permute", "default", "mismatch", {"dims": (0, 1, 3, 2)})
+    fact = KnownFailure("x", "conv2d", when="facts['quantization']['bias_int32_ratio'] > 1")
+    assert fact.matches("x", "conv2d", "p", "mismatch", {}, facts={"quantization": {"bias_int32_ratio": 2}})
+    assert not fact.matches("x", "conv2d", "p", "mismatch", {}, facts={})      # key missing

@@ -15,9 +15,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def run_pytest(tmp_path, *args, timeout=600):
+    """The property suite in a child pytest, under the derandomized ``ci`` profile unless the
+    caller names another: a meta-test must not depend on a lucky draw (issue 23: with the
+    random ``dev`` profile, 1 seed in 15 missed the planted clamp bug)."""
     env = dict(os.environ, HYPOTHESIS_STORAGE_DIRECTORY=str(tmp_path / "hypothesis"))
     env.pop("PYTEST_XDIST_WORKER", None)
-    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+    env.pop("EDGEDIFF_PROFILE", None)
+    profile = [] if "--hypothesis-profile" in args else ["--hypothesis-profile", "ci"]
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *profile,
            "--findings-dir", str(tmp_path / "findings"), *args]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr
