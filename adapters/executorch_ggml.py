@@ -619,10 +619,13 @@ class Programs:
     def _save(self, key, tpl):
         import adapters
         import json
-        if self.store is None or not (tpl.error is None or isinstance(tpl.error, adapters.Unsupported)):
+        if self.store is None:
             return
+        unsupported = isinstance(tpl.error, adapters.Unsupported)
         meta = {"facts": tpl.facts, "outputs": tpl.outputs,
-                "unsupported": str(tpl.error) if tpl.error is not None else None,
+                "unsupported": str(tpl.error) if unsupported else None,
+                "error": None if tpl.error is None or unsupported else
+                [type(tpl.error).__name__, str(tpl.error)],
                 "offsets": None if tpl.offsets is None else
                 {a: o.tolist() for a, o in tpl.offsets.items()}}
         if tpl.buffer is not None:
@@ -641,6 +644,10 @@ class Programs:
         tpl.facts, tpl.outputs = meta["facts"], meta["outputs"]
         if meta["unsupported"] is not None:
             tpl.error = adapters.Unsupported(meta["unsupported"])
+            return tpl
+        if meta["error"] is not None:         # the lowering's exception, same name and text
+            name, text = meta["error"]
+            tpl.error = type(name, (Exception,), {})(text)
             return tpl
         tpl.buffer = (self.store / f"{key}.pte").read_bytes()
         if meta["offsets"] is not None:

@@ -60,6 +60,31 @@ def locked(directory: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def machine_paths() -> list:
+    """(path, placeholder) pairs for the folders of this machine that tracebacks and backend
+    messages name, longest first: a finding is read on other machines and may be committed."""
+    import site
+    import sysconfig
+    pairs = [(str(Path(__file__).resolve().parent.parent), "<edgediff>"),
+             (sysconfig.get_paths()["purelib"], "<site-packages>"),
+             (sys.prefix, "<python>"), (sys.base_prefix, "<python>"),
+             (os.path.expanduser("~"), "~")]
+    try:
+        from adapters._source_build import cache_dir
+        pairs.append((str(cache_dir()), "<edgediff-cache>"))
+    except ImportError:
+        pass
+    pairs += [(p, "<site-packages>") for p in getattr(site, "getsitepackages", lambda: [])()]
+    return sorted({(p, r) for p, r in pairs if p and p != "/"}, key=lambda pr: -len(pr[0]))
+
+
+def scrub(text: str) -> str:
+    """``text`` without this machine's folders (see ``machine_paths``)."""
+    for path, placeholder in machine_paths():
+        text = text.replace(path, placeholder)
+    return text
+
+
 def atomic_write(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     with os.fdopen(fd, "w") as fh:
@@ -115,8 +140,9 @@ class FindingStore:
             outcome.case.save(directory, extra)
             atomic_write(directory / "repro.py",
                          repro_script or render_repro(outcome, sid, repro_source))
-            atomic_write(directory / "ISSUE.md", render_issue(record, outcome))
-            atomic_write(directory / "finding.json", json.dumps(record, indent=2, default=str))
+            atomic_write(directory / "ISSUE.md", scrub(render_issue(record, outcome)))
+            atomic_write(directory / "finding.json",
+                         scrub(json.dumps(record, indent=2, default=str)))
         return directory, is_new
 
     def _record(self, outcome, sig, sid, occurrences, known) -> dict:
