@@ -16,6 +16,15 @@ An adapter is any object (a module is fine) with:
   ``run(inputs: dict, params: dict) -> np.ndarray`` using only NumPy and the backend, for the
   standalone ``repro.py`` of a finding;
 - optionally ``isolated = True`` (run in a worker process) and ``python`` (its interpreter);
+  ``timeout`` and ``worker_env`` for the worker; ``fork_server = True`` with ``prewarm()``:
+  the worker imports the backend once and serves from forked children, so a crash costs a
+  fork instead of a new interpreter (and every failing example gets a fresh child);
+- optionally ``max_examples(op, path)`` and ``values_per_structure(op, path)`` (slow backends:
+  structures per test in the dev/ci profiles, value sets checked on each structure);
+- optionally ``standalone_repro(op, path, inputs, params, layout, expected, bound, title) ->
+  str``: a whole ``repro.py`` in the backend's own idiom with the data inline (used instead
+  of the generic template that loads ``case.json``);
+- optionally ``graph_arithmetic(op, path)``: the arithmetic of a graph node (float32 default);
 - optionally ``run_graph(graph, arrays, path=...) -> ({node name: array}, facts)`` and
   ``graph_paths``: run an ``edgediff.graph`` Graph (``graph`` is its ``spec()``: nodes with
   op, inputs by argument name and params; ``arrays`` holds its inputs, NHWC-strided for
