@@ -1,5 +1,5 @@
 """Unpack the backend source snapshots of ``../shared/third_party/`` (when present) as stand-in
-checkouts, build them, and record where they are for the adapters.
+checkouts, build them, and record where they are for the adapters (executorch-ggml, CMSIS-NN).
 
 A backend engineer points edgediff at their own checkout with an environment variable
 (``EXECUTORCH_GGML_ROOT``, ...). On edgediff's own machines and in CI the snapshots stand in for
@@ -76,7 +76,46 @@ def executorch_ggml(third_party: Path, src: Path) -> str | None:
     return str(dest)
 
 
-SNAPSHOTS = {"EXECUTORCH_GGML_ROOT": (executorch_ggml, "adapters.executorch_ggml")}
+def cmsis_nn(third_party: Path, src: Path) -> dict | None:
+    """CMSIS-NN unpacked, and built twice with its own CMake (plain-C kernels, position
+    independent, -O2 as the Cortex-M notes advise): the default double rounding, and
+    CMSIS_NN_USE_SINGLE_ROUNDING. Returns the variables the cmsis_nn adapter reads."""
+    tars = sorted(third_party.glob("CMSIS-NN-*.tar.gz"))
+    if not tars:
+        return None
+    commit = commit_of(tars[-1], "CMSIS-NN")
+    root = src / f"CMSIS-NN-{commit}"
+    if not (root / ".edgediff-snapshot").is_file():
+        unpack(tars[-1], "CMSIS-NN", root)
+        (root / ".edgediff-snapshot").write_text(commit + "\n")
+    libs = {}
+    for rounding, flags in (("double", ""), ("single", "-DCMSIS_NN_USE_SINGLE_ROUNDING")):
+        build = sb.cache_dir() / "cmsis-nn" / f"{commit}-{rounding}"
+        lib = build / "libcmsis-nn.a"
+        if not lib.is_file():
+            log = build / "build.log"
+            sb.run(["cmake", "-S", root, "-B", build, "-DCMAKE_BUILD_TYPE=Release",
+                    "-DCMAKE_POSITION_INDEPENDENT_CODE=ON", "-DCMSIS_OPTIMIZATION_LEVEL=-O2",
+                    f"-DCMAKE_C_FLAGS={flags}"], log, f"configuring CMSIS-NN ({rounding})", 600)
+            sb.run(["cmake", "--build", build, "-j", "2"], log, f"building CMSIS-NN ({rounding})", 900)
+        libs[rounding] = str(lib)
+    return {"CMSIS_NN_ROOT": str(root), "CMSIS_NN_LIB": libs["double"],
+            "CMSIS_NN_LIB_SINGLE": libs["single"]}
+
+
+def record_one(variable):
+    """Wrap a preparer that returns one checkout path as {variable: path}."""
+    def wrap(prepare):
+        def run(third_party, src):
+            path = prepare(third_party, src)
+            return None if path is None else {variable: path}
+        return run
+    return wrap
+
+
+SNAPSHOTS = {"executorch-ggml": (record_one("EXECUTORCH_GGML_ROOT")(executorch_ggml),
+                                 [sys.executable, "-m", "adapters.executorch_ggml"]),
+             "CMSIS-NN": (cmsis_nn, [sys.executable, "adapters/_cmsis_nn/build.py"])}
 
 
 def main(argv=None) -> int:
@@ -93,20 +132,20 @@ def main(argv=None) -> int:
     except (OSError, ValueError):
         record = {}
     status = 0
-    for variable, (prepare, module) in SNAPSHOTS.items():
+    for project, (prepare, check) in SNAPSHOTS.items():
         try:
-            path = prepare(args.third_party, sb.cache_dir() / "src")
-        except (OSError, RuntimeError, subprocess.CalledProcessError, tarfile.TarError) as exc:
-            print(f"snapshots: {variable}: could not unpack: {exc}")
+            found = prepare(args.third_party, sb.cache_dir() / "src")
+        except (OSError, RuntimeError, subprocess.CalledProcessError, tarfile.TarError,
+                sb.BuildUnavailable) as exc:
+            print(f"snapshots: {project}: could not unpack or build: {exc}")
             status = 3
             continue
-        if path is None:
+        if found is None:
             continue
-        record[variable] = path
+        record.update(found)
         record_file.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"snapshots: {variable} -> {path}; building")
-        proc = subprocess.run([sys.executable, "-m", module], cwd=REPO)
-        if proc.returncode != 0:
+        print(f"snapshots: {project} -> " + ", ".join(f"{k}={v}" for k, v in found.items()))
+        if subprocess.run(check, cwd=REPO).returncode != 0:      # builds edgediff's side
             status = 3
     return status
 

@@ -55,6 +55,8 @@ def locate(env=None) -> Config:
     env = os.environ if env is None else env
     root, inc, lib = (env.get(k, "").strip()
                       for k in ("CMSIS_NN_ROOT", "CMSIS_NN_INCLUDE", "CMSIS_NN_LIB"))
+    if env is os.environ and not (root or inc or lib):     # what scripts/setup.sh built
+        root, lib = (str(_recorded(k) or "") for k in ("CMSIS_NN_ROOT", "CMSIS_NN_LIB"))
     if not (root or inc) or not lib:
         missing = [k for k, v in (("CMSIS_NN_ROOT (or CMSIS_NN_INCLUDE)", root or inc),
                                   ("CMSIS_NN_LIB", lib)) if not v]
@@ -74,6 +76,17 @@ def locate(env=None) -> Config:
     root_path = Path(root).expanduser().resolve() if root else None
     defines = tuple(shlex.split(env.get("CMSIS_NN_DEFINES", "")))
     return Config(include.resolve(), lib_path.resolve(), root_path, defines)
+
+
+def _recorded(variable):
+    """The path scripts/setup.sh recorded for ``variable`` (a snapshot it built), or None."""
+    try:
+        sys.path.insert(0, str(HERE.parent.parent))
+        from adapters._source_build import checkout
+    except ImportError:
+        return None
+    path, _ = checkout(variable)
+    return path
 
 
 def _pybind11_include() -> str:
@@ -153,6 +166,8 @@ def cmsis_version(cfg: Config) -> str:
         if m:
             release = m.group(1)
     commit = _git_head(root)
+    if commit is None and (root / ".edgediff-snapshot").is_file():      # setup's snapshot
+        commit = (root / ".edgediff-snapshot").read_text().strip()
     return f"{release} (git {commit[:8]})" if commit else release
 
 
