@@ -140,7 +140,7 @@ class FindingStore:
             outcome.case.save(directory, extra)
             atomic_write(directory / "repro.py",
                          repro_script or render_repro(outcome, sid, repro_source))
-            atomic_write(directory / "ISSUE.md", scrub(render_issue(record, outcome)))
+            atomic_write(directory / "ISSUE.md", scrub(render_issue(record, outcome, repro_script)))
             atomic_write(directory / "finding.json",
                          scrub(json.dumps(record, indent=2, default=str)))
         return directory, is_new
@@ -256,7 +256,7 @@ def render_repro(outcome: Outcome, sid: str, source: str | None) -> str:
                                  version=outcome.version, path=outcome.path, backend=source.strip("\n"))
 
 
-def render_issue(record: dict, outcome: Outcome) -> str:
+def render_issue(record: dict, outcome: Outcome, standalone: str | None = None) -> str:
     env = record["environment"]
     lines = [f"# {issue_title(outcome)}", "",
              "## Environment",
@@ -284,6 +284,13 @@ def render_issue(record: dict, outcome: Outcome) -> str:
              if k not in ("arithmetic", "traceback", "stderr_tail", "spec")}
     if facts:
         lines += ["", "## Backend facts", f"`{json.dumps(to_jsonable(facts), default=str)}`"]
+    if standalone:     # the backend's own idiom, data inline: the repro is the report
+        lines += ["", "## Reproduce",
+                  "Standalone (the backend's own API, the inputs, expected values and allowed error "
+                  "inline); exits 1 while the bug is present, or dies where the backend aborts:",
+                  "```python", standalone.rstrip("\n"), "```",
+                  "", "Expected semantics: PyTorch's (`torch.nn.functional`) for float ops.", ""]
+        return "\n".join(lines)
     lines += ["", "## Reproduce",
               "`inputs.npz` holds the inputs, the expected (float64 golden) output and the allowed error.",
               "```", "python repro.py   # prints PASS or FAIL", "```",
