@@ -103,7 +103,7 @@ def load_spec(spec: str):
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UsageError(f"--adapter {spec!r}: cannot import {module_name!r}: {exc}") from None
-    obj = getattr(module, attr) if attr else module
+    obj = getattr(module, attr, None) if attr else module
     if attr and obj is None:
         raise UsageError(f"--adapter {spec!r}: {module_name} has no attribute {attr!r}")
     check_contract(obj, spec)

@@ -83,6 +83,50 @@ def _check_backends(names: str | None) -> None:
             raise UsageExit(f"edgediff: unknown backend {name!r}; known backends: {', '.join(adapters.BUILTINS)}")
 
 
+def resolve_paths(args) -> str | None:
+    """Make every path option absolute against the caller's working directory (the run itself
+    happens in edgediff's folder), and check that the findings folder can be written; the
+    problem as one line, or None."""
+    for opt in ("findings_dir", "known_failures", "junitxml", "html_report"):
+        value = getattr(args, opt, None)
+        if value:
+            setattr(args, opt, os.path.abspath(os.path.expanduser(value)))
+    if args.known_failures and not Path(args.known_failures).is_file():
+        return f"--known-failures {args.known_failures} does not exist (or is not a file)"
+    for opt in ("junitxml", "html_report"):             # nothing is created before these hold
+        value = getattr(args, opt, None)
+        if value and not Path(value).parent.is_dir():
+            return f"--{opt.replace('_', '-')} {value}: no directory {Path(value).parent}"
+    findings = Path(args.findings_dir)
+    if findings.exists() and not findings.is_dir():
+        return f"--findings-dir {findings} exists and is not a directory"
+    existing = findings
+    while not existing.exists():                 # created by the run, not before it starts
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        return f"--findings-dir {findings} cannot be written ({existing} is not a writable directory)"
+    if args.known_failures:
+        from edgediff.known import load_known
+        try:
+            load_known(args.known_failures)
+        except ValueError as exc:
+            return str(exc)
+    import adapters
+    for spec in getattr(args, "adapter", []) or []:
+        try:
+            adapters.load_spec(spec)
+        except adapters.UsageError as exc:
+            return str(exc)
+    try:                          # last, once everything else holds: the run will write here
+        findings.mkdir(parents=True, exist_ok=True)
+        probe = findings / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        return f"--findings-dir {findings} cannot be written: {exc.strerror or exc}"
+    return None
+
+
 def parse_duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
@@ -154,22 +198,40 @@ def main(argv=None) -> int:
     except UsageExit as exc:
         print(exc, file=sys.stderr)
         return 2
+    problem = resolve_paths(args)
+    if problem:
+        print(f"edgediff {args.command}: {problem}", file=sys.stderr)
+        return 2
     if args.command == "gate" and args.backend:
         import adapters
         for name in args.backend.split(","):
+            name = name.strip()
             try:
-                adapters.load(name.strip().partition("==")[0])
+                if "==" in name:            # a pin: its environment must build and report it
+                    from edgediff.pinning import load_pinned
+                    from properties.ops import OPS
+                    load_pinned(name, OPS).close()
+                else:
+                    adapters.load(name)
             except adapters.AdapterUnavailable as exc:
                 print(f"edgediff gate: backend could not be set up: {exc}", file=sys.stderr)
                 return 3
+            except adapters.UsageError as exc:
+                print(f"edgediff gate: --backend: {exc}", file=sys.stderr)
+                return 2
     import pytest
-    os.chdir(REPO)
+    os.chdir(REPO)          # pytest's rootdir; every path option is absolute by now
     if args.command == "fuzz":
         if args.workers is None:
             args.workers = "auto"
         # SIGTERM ends a campaign like Ctrl-C: pytest finishes the session, prints the
         # summary and keeps every finding written so far
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        from edgediff.pytest_plugin import STOP_REQUESTED
+
+        def on_sigterm(*_):
+            STOP_REQUESTED.set()            # honoured between examples if the raise is lost
+            raise KeyboardInterrupt()
+        signal.signal(signal.SIGTERM, on_sigterm)
     code = pytest.main(pytest_args(args))
     if args.command == "fuzz" and code == 2:       # interrupted: a normal end of a campaign
         return 0

@@ -141,6 +141,12 @@ def load_known(path) -> list[KnownFailure]:
         for field in ("adapter", "op"):
             if not isinstance(raw.get(field), str):
                 raise ValueError(f"{path}: known entry {i} needs a string '{field}'")
+        for field in ("path", "reason", "link"):
+            if field in raw and not isinstance(raw[field], str):
+                raise ValueError(f"{path}: known entry {i}: '{field}' must be a string")
+        if "pattern" in raw and not (isinstance(raw["pattern"], list)
+                                     and all(isinstance(f, str) for f in raw["pattern"])):
+            raise ValueError(f"{path}: known entry {i}: 'pattern' must be a list of strings")
         if raw.get("kind") not in (None,) + KINDS:
             raise ValueError(f"{path}: known entry {i}: kind must be one of {KINDS}")
         if raw.get("when") is not None:

@@ -27,6 +27,11 @@ from edgediff.findings import FindingStore
 from edgediff.known import load_known
 from edgediff.session import Tally, merge, matrix, target_key
 
+# Set by `edgediff fuzz`'s SIGTERM handler. Its KeyboardInterrupt alone can land where Python
+# swallows exceptions (a gc callback; seen in CI) and the campaign ran to its end; the flag makes
+# the next example stop the session too.
+STOP_REQUESTED = threading.Event()
+
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
             HealthCheck.differing_executors]
 PROFILES = {
@@ -94,7 +99,10 @@ class EdgeDiffRun:
 
     def within_budget(self, target: Target) -> None:
         """Past its share of --time-budget, a target stops drawing new examples (a target that
-        raised a new failure keeps going, so Hypothesis can finish shrinking it)."""
+        raised a new failure keeps going, so Hypothesis can finish shrinking it). A stop asked
+        for by a signal (``STOP_REQUESTED``) ends the session here, between two examples."""
+        if STOP_REQUESTED.is_set():
+            raise KeyboardInterrupt("stop requested (SIGTERM)")
         now = time.monotonic()
         start = self.started.setdefault(target.key, now)
         if now - self.last_progress_write > PROGRESS_WRITE_EVERY:

@@ -19,7 +19,16 @@ def load_record(directory) -> tuple[dict, Case]:
     directory = Path(directory)
     if not (directory / "finding.json").exists():
         raise adapters.UsageError(f"{directory} is not a finding directory (no finding.json)")
-    return json.loads((directory / "finding.json").read_text()), Case.load(directory)
+    try:
+        record = json.loads((directory / "finding.json").read_text())
+        case = Case.load(directory)
+        for key in ("adapter", "path"):
+            if not isinstance(record.get(key), str):
+                raise KeyError(key)
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+        what = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise adapters.UsageError(f"{directory} is a corrupt finding ({what})") from None
+    return record, case
 
 
 def adapter_for(label: str, spec: str | None = None):

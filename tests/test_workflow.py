@@ -129,3 +129,57 @@ def test_readme_starts_with_two_commands_and_ci_runs_the_second():
     ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines()
           if line.strip() and not line.startswith(("#", "set ", "cd "))]
     assert ci == [commands[1]], ci
+
+
+def corrupt_finding(tmp_path, what):
+    d = tmp_path / "finding"
+    src = REPO / "fixtures" / "corpus" / "ggml-clamp-clamp-mismatch-9d41447bea"
+    shutil.copytree(src, d)
+    if what == "truncated case.json":
+        (d / "case.json").write_text((d / "case.json").read_text()[:25])
+    else:
+        (d / "inputs.npz").unlink()
+    return d
+
+
+@pytest.mark.parametrize("make, code, message", [
+    (lambda t: ["gate", "--backend", "torch", "--findings-dir", str(t / "file")], 2,
+     "exists and is not a directory"),
+    (lambda t: ["gate", "--backend", "torch", "--html-report", str(t / "no" / "r.html")], 2,
+     "--html-report"),
+    (lambda t: ["gate", "--adapter", "tests.planted:nonexistent", "--findings-dir", str(t / "f")], 2,
+     "has no attribute 'nonexistent'"),
+    (lambda t: ["gate", "--backend", "torch", "--known-failures", str(t / "typed.toml"),
+                "--findings-dir", str(t / "f")], 2, "'reason' must be a string"),
+    (lambda t: ["gate", "--backend", "torch", "--known-failures", str(t / "escape.toml"),
+                "--findings-dir", str(t / "f")], 2, "'when' may"),
+    (lambda t: ["replay", str(corrupt_finding(t, "truncated case.json"))], 2, "corrupt finding"),
+    (lambda t: ["replay", str(corrupt_finding(t, "no inputs.npz"))], 2, "corrupt finding"),
+], ids=["findings-dir is a file", "report folder missing", "adapter attribute missing",
+        "baseline field of the wrong type", "baseline escape", "truncated case.json",
+        "finding without inputs.npz"])
+def test_bad_input_exits_2_with_one_line_naming_it_and_writes_nothing(tmp_path, make, code, message):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "typed.toml").write_text('[[known]]\nadapter = "torch"\nop = "conv2d"\nreason = 5\n')
+    (tmp_path / "escape.toml").write_text(
+        '[[known]]\nadapter = "torch"\nop = "conv2d"\n'
+        'when = "stride.__class__.__base__.__subclasses__() == 1"\n')
+    args = make(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    got, out = edgediff(*args, cwd=tmp_path)
+    assert got == code and message in out, out[-2000:]
+    assert "Traceback" not in out, out[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "a bad invocation wrote files"
+
+
+def test_a_backend_checkout_that_is_not_one_exits_3(tmp_path):
+    got, out = edgediff("gate", "--backend", "executorch_ggml", "--findings-dir", str(tmp_path / "f"),
+                        env={"EXECUTORCH_GGML_ROOT": str(tmp_path)})
+    assert got == 3 and "not an executorch-ggml checkout" in out, out[-2000:]
+
+
+def test_outputs_go_where_the_caller_is(tmp_path):
+    got, out = edgediff("gate", "--backend", "torch", "--max-examples", "1", "--findings-dir", "f",
+                        "--html-report", "r.html", "--", "-k", "clamp-", cwd=tmp_path)
+    assert got == 0, out[-2000:]
+    assert (tmp_path / "r.html").is_file() and (tmp_path / "f").is_dir(), out[-1000:]
