@@ -89,8 +89,15 @@ def merge(stats_dir: Path) -> "Tally":
     return merged
 
 
+# Row order of the matrix: the single ops as README lists them, then relations and the rest by
+# name. With -n 2 the workers' records arrive in any order; the table must not follow them.
+ROW_ORDER = ("conv2d", "depthwise_conv2d", "clamp", "mean", "view", "permute", "batch_norm",
+             "conv2d_batch_norm")
+
+
 def matrix(rows: dict, fixed: list | None = None) -> str:
-    """Op x backend table: each cell 'examples run / unsupported / findings'."""
+    """Op x backend table: each cell 'examples run / unsupported / findings'; rows in
+    ``ROW_ORDER`` then by name, backends by name (the same table for the same run)."""
     if not rows:
         return "edgediff: no differential examples ran"
     ops, backends = [], []
@@ -107,6 +114,8 @@ def matrix(rows: dict, fixed: list | None = None) -> str:
         c[1] += row["unsupported"]
         c[2].update(row["new"])
         c[3].update(row["known"])
+    ops.sort(key=lambda o: (ROW_ORDER.index(o) if o in ROW_ORDER else len(ROW_ORDER), o))
+    backends.sort()
     width = max(14, *(len(b) + 2 for b in backends))
     opw = max(len(op) for op in ops) + 2
     lines = ["edgediff op x backend: examples run / unsupported / new findings (+known)",

@@ -174,3 +174,15 @@ def test_when_reads_the_case_and_does_not_match_where_it_does_not_apply():
     fact = KnownFailure("x", "conv2d", when="facts['quantization']['bias_int32_ratio'] > 1")
     assert fact.matches("x", "conv2d", "p", "mismatch", {}, facts={"quantization": {"bias_int32_ratio": 2}})
     assert not fact.matches("x", "conv2d", "p", "mismatch", {}, facts={})      # key missing
+
+
+def test_the_matrix_is_the_same_whatever_order_the_workers_report_in():
+    from edgediff.session import matrix
+    row = {"examples": 3, "unsupported": 0, "new": [], "known": []}
+    keys = ["view|torch|default", "conv2d|xnnpack|xnnpack/f32", "folded_bn_is_conv_then_bn|ggml|p",
+            "conv2d|ggml|conv_2d/f32", "clamp|torch|default"]
+    tables = {matrix({k: dict(row) for k in order}) for order in (keys, keys[::-1], sorted(keys))}
+    assert len(tables) == 1, tables
+    lines = tables.pop().splitlines()
+    assert [ln.split()[0] for ln in lines[2:5]] == ["conv2d", "clamp", "view"]
+    assert lines[1].split()[1:] == ["ggml", "torch", "xnnpack"]
