@@ -183,3 +183,8 @@ def test_outputs_go_where_the_caller_is(tmp_path):
                         "--html-report", "r.html", "--", "-k", "clamp-", cwd=tmp_path)
     assert got == 0, out[-2000:]
     assert (tmp_path / "r.html").is_file() and (tmp_path / "f").is_dir(), out[-1000:]
+
+
+def test_a_pin_that_cannot_be_installed_exits_3(tmp_path):
+    got, out = edgediff("gate", "--backend", "litert==9.9.9", "--findings-dir", str(tmp_path / "f"))
+    assert got == 3 and "could not be set up" in out and "9.9.9" in out, out[-2000:]
