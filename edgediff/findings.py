@@ -232,8 +232,9 @@ if __name__ == "__main__":
     sys.exit(main())
 '''
 
-FALLBACK_BACKEND = '''# This adapter gave no standalone source; this repro calls it through edgediff.
-sys.path.insert(0, {root!r})
+FALLBACK_BACKEND = '''# This adapter gave no standalone source; this repro calls it through edgediff, which must
+# be installed (pip install edgediff, or -e from its checkout): no path of the machine that
+# wrote it is baked in.
 import adapters as _adapters
 
 def run(inputs, params):
@@ -248,10 +249,9 @@ def issue_title(outcome: Outcome) -> str:
 
 def render_repro(outcome: Outcome, sid: str, source: str | None) -> str:
     if not source:
-        root = str(Path(__file__).resolve().parent.parent)
         loader = (f"_adapters.load({outcome.adapter!r})" if outcome.adapter in __import__("adapters").BUILTINS
                   else f"_adapters.load_spec({outcome.extra.get('spec', '')!r})")
-        source = FALLBACK_BACKEND.format(root=root, loader=loader, path=outcome.path)
+        source = FALLBACK_BACKEND.format(loader=loader, path=outcome.path)
     return REPRO_TEMPLATE.format(sid=sid, title=issue_title(outcome), adapter=outcome.adapter,
                                  version=outcome.version, path=outcome.path, backend=source.strip("\n"))
 

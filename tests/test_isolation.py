@@ -3,6 +3,7 @@ and arrays cross the process boundary intact."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 from pathlib import Path
 
@@ -89,8 +90,11 @@ def test_unknown_module_is_unavailable_with_reason():
         IsolatedAdapter("no_such_module:thing", OPS)
 
 
+PYENV_VERSIONS = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+
+
 def _other_python():
-    for candidate in sorted(Path("/root/.pyenv/versions").glob("3.1[0-9]*/bin/python3")):
+    for candidate in sorted(PYENV_VERSIONS.glob("3.1[0-9]*/bin/python3")):
         ok = subprocess.run([str(candidate), "-c", "import numpy"], capture_output=True).returncode == 0
         if ok:
             return str(candidate)
@@ -100,7 +104,7 @@ def _other_python():
 def test_worker_runs_under_another_interpreter():
     other = _other_python()
     if other is None:
-        pytest.skip("no other Python interpreter with NumPy found under /root/.pyenv/versions")
+        pytest.skip(f"no other Python interpreter with NumPy found under {PYENV_VERSIONS}")
     a = IsolatedAdapter("tests.planted_crash:aborts", OPS, python=other)
     assert a.worker_python == other
     np.testing.assert_allclose(a.call("conv2d", "default", {"x": X, "w": W_SMALL}, {}),

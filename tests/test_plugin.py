@@ -47,8 +47,12 @@ def test_xdist_workers_merge_and_each_bug_is_one_finding(tmp_path):
     for f in found:
         d = tmp_path / "findings" / f
         assert {"finding.json", "inputs.npz", "repro.py", "ISSUE.md", "case.json"} <= {p.name for p in d.iterdir()}
-        repro = subprocess.run([sys.executable, "repro.py"], cwd=d, capture_output=True, text=True)
+        # a user adapter's repro calls it through edgediff: its module must be importable, as
+        # it is for the worker; it fails on the numbers, not on an import
+        repro = subprocess.run([sys.executable, "repro.py"], cwd=d, capture_output=True, text=True,
+                               env=dict(os.environ, PYTHONPATH=str(REPO)))
         assert repro.returncode == 1 and repro.stdout.startswith("FAIL"), repro.stdout + repro.stderr
+        assert "outside tolerance" in repro.stdout, repro.stdout
     logged = [json.loads(line) for p in (tmp_path / "findings" / "log").glob("*.jsonl")
               for line in p.read_text().splitlines()]
     assert sum(r["shrunk"] for r in logged) == 2 and len(logged) > 2
