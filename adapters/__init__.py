@@ -67,7 +67,19 @@ class UsageError(Exception):
 
 
 def load(name: str):
-    """The built-in adapter called ``name``; raises AdapterUnavailable with the reason."""
+    """The built-in adapter called ``name``; raises AdapterUnavailable with the reason.
+
+    ``NAME@PATH`` is a built-in built from the source checkout at PATH (``NAME@`` alone: the
+    checkout its variable names, e.g. ``$GGML_ROOT``), for the adapters that can
+    (``from_checkout``)."""
+    base, at, where = name.partition("@")
+    if at:
+        module = load(base) if base in BUILTINS else None
+        if module is None or not callable(getattr(module, "from_checkout", None)):
+            able = [n for n in BUILTINS if n in FROM_CHECKOUT]
+            raise UsageError(f"--backend {name!r}: {base!r} cannot be built from a checkout "
+                             f"(NAME@PATH works for: {', '.join(able)})")
+        return module.from_checkout(where)
     if name not in BUILTINS:
         raise UsageError(f"unknown backend {name!r}; known backends: {', '.join(BUILTINS)}")
     try:
@@ -84,10 +96,27 @@ def load(name: str):
     return module
 
 
+# Built-ins that also build from a source checkout (``NAME@PATH``), with the variable that
+# names the checkout a default run includes (set by the user, or recorded by scripts/setup.sh).
+FROM_CHECKOUT = {"ggml": "GGML_ROOT"}
+
+
+def default_backends() -> list[str]:
+    """What a run without ``--backend`` selects: every built-in, plus ``NAME@`` for each
+    checkout variable that is set or recorded (so ggml runs both as ggml-python's build and as
+    the checkout's)."""
+    from adapters._source_build import checkout
+    names = list(BUILTINS)
+    for base, variable in FROM_CHECKOUT.items():
+        if checkout(variable)[0] is not None:
+            names.insert(names.index(base) + 1, f"{base}@")
+    return names
+
+
 def available() -> tuple[list[str], dict[str, str]]:
     """(names of built-ins that can run here, {name: reason} for the ones that cannot)."""
     ok, missing = [], {}
-    for name in BUILTINS:
+    for name in default_backends():
         try:
             load(name)
             ok.append(name)

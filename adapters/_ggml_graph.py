@@ -30,9 +30,7 @@ import math
 import numpy as np
 
 import adapters
-from adapters import ggml as G
 
-ggml = G.ggml
 PATH = "graph/f32"
 
 
@@ -48,20 +46,20 @@ def _bytes(shapes, nodes):
     return total
 
 
-def _cont(ctx, t):
+def _cont(ggml, ctx, t):
     return t if ggml.ggml_is_contiguous(t) else ggml.ggml_cont(ctx, t)
 
 
-def _reshape(ctx, t, shape):
+def _reshape(ggml, ctx, t, shape):
     ne = list(reversed(shape)) or [1]
     fns = (ggml.ggml_reshape_1d, ggml.ggml_reshape_2d, ggml.ggml_reshape_3d, ggml.ggml_reshape_4d)
     if len(ne) > 4:
         raise adapters.Unsupported(f"ggml tensors have at most 4 dimensions (GGML_MAX_DIMS); got {shape}")
-    return fns[len(ne) - 1](ctx, _cont(ctx, t), *ne)
+    return fns[len(ne) - 1](ctx, _cont(ggml, ctx, t), *ne)
 
 
-def _conv(g, node, t, x_shape, w, b):
-    ctx, p = g.ctx, node["params"]
+def _conv(G, g, node, t, x_shape, w, b):
+    ggml, ctx, p = G.ggml, g.ctx, node["params"]
     n, c, h, wd = x_shape
     o, cg = w.shape[:2]
     groups = c if node["op"] == "depthwise_conv2d" else int(p.get("groups", 1))
@@ -71,7 +69,7 @@ def _conv(g, node, t, x_shape, w, b):
     elif groups == c and cg == 1:
         mult = o // c
         if mult > 1:
-            t = ggml.ggml_reshape_4d(ctx, _cont(ctx, t), wd * h, 1, c, n)
+            t = ggml.ggml_reshape_4d(ctx, _cont(ggml, ctx, t), wd * h, 1, c, n)
             t = ggml.ggml_repeat_4d(ctx, t, wd * h, mult, c, n)
             t = ggml.ggml_reshape_4d(ctx, t, wd, h, o, n)
         y = ggml.ggml_conv_2d_dw_direct(ctx, g.tensor(w), t, *params)
@@ -82,10 +80,12 @@ def _conv(g, node, t, x_shape, w, b):
     return y
 
 
-def run_graph(graph, arrays, path=PATH):
+def run_graph(graph, arrays, path, G):
     """Build the graph's nodes as one ggml graph, compute it once, read every node back.
+    ``G`` is the ggml adapter module (ggml-python's, or a checkout's: ``G.ggml`` is its binding).
     Returns ({node name: array}, facts)."""
     from edgediff.graph import Graph, infer_shapes
+    ggml = G.ggml
     if path != PATH:
         raise ValueError(f"unknown ggml graph path {path!r}; known: {PATH}")
     spec = Graph.from_json(graph, arrays)
@@ -107,7 +107,7 @@ def run_graph(graph, arrays, path=PATH):
             x_name = ins["x"]
             x = tensors[x_name]
             if op in ("conv2d", "depthwise_conv2d"):
-                y = _conv(g, node, x, shapes[x_name], arrays[ins["w"]],
+                y = _conv(G, g, node, x, shapes[x_name], arrays[ins["w"]],
                           arrays[ins["b"]] if "b" in ins else None)
             elif op == "batch_norm":
                 bshape = (1, -1) + (1,) * (len(shapes[x_name]) - 2)
@@ -137,10 +137,10 @@ def run_graph(graph, arrays, path=PATH):
                     t = ggml.ggml_cont(ctx, ggml.ggml_permute(ctx, t, *G.ggml_axes(order, len(xs))))
                 n_red = math.prod(xs[i] for i in axes)
                 n_kept = math.prod(xs[i] for i in kept)
-                y = ggml.ggml_mean(ctx, ggml.ggml_reshape_2d(ctx, _cont(ctx, t), n_red, n_kept))
-                y = _reshape(ctx, y, shapes[node["name"]])
+                y = ggml.ggml_mean(ctx, ggml.ggml_reshape_2d(ctx, _cont(ggml, ctx, t), n_red, n_kept))
+                y = _reshape(ggml, ctx, y, shapes[node["name"]])
             elif op == "view":
-                y = _reshape(ctx, x, shapes[node["name"]])
+                y = _reshape(ggml, ctx, x, shapes[node["name"]])
                 if ggml.ggml_is_contiguous(x) and x_name in owner:   # a view of x's memory
                     owner[node["name"]] = owner[x_name]
             elif op == "permute":

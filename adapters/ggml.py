@@ -57,7 +57,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -65,22 +67,38 @@ import numpy as np
 import adapters
 from edgediff.tolerance import FLOAT32, Arithmetic
 
-try:
-    import ggml
-    _IMPORT_ERROR = None
-except Exception as exc:  # ImportError, or the shared library failing to load
-    ggml = None
-    _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
-
 Unsupported = adapters.Unsupported
 
-name = "ggml"
+# Which ggml: ggml-python's bundled build (this module as imported), or a build of a source
+# checkout (``from_checkout``, which loads a second copy of this module with ``_CHECKOUT`` set
+# before its code runs, so every function below calls that build instead).
+_CHECKOUT = globals().get("_CHECKOUT")
+if _CHECKOUT is None:
+    try:
+        import ggml
+        _IMPORT_ERROR = None
+    except Exception as exc:  # ImportError, or the shared library failing to load
+        ggml = None
+        _IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+    name = "ggml"
+else:
+    from adapters import _ggml_source
+    try:
+        ggml = _ggml_source.load(_CHECKOUT or None)
+        _IMPORT_ERROR = None
+    except _ggml_source.sb.BuildUnavailable as exc:
+        ggml = None
+        _IMPORT_ERROR = str(exc)
+    name = f"ggml@{ggml.checkout_version}" if ggml is not None else "ggml@"
+
 pip_package = "ggml-python"            # for --backend ggml==VERSION (builds ggml from source)
 
 
 def _version() -> str:
     if ggml is None:
         return "not installed"
+    if _CHECKOUT is not None:
+        return f"{ggml.checkout_version} (built from source; ggml_version() {ggml.ggml_version().decode()})"
     try:
         from importlib.metadata import version as dist_version
         binding = f" (ggml-python {dist_version('ggml-python')})"
@@ -100,6 +118,8 @@ _REQUIRED = ("ggml_conv_2d", "ggml_conv_2d_direct", "ggml_conv_2d_dw", "ggml_con
 
 
 def unavailable_reason():
+    if ggml is None and _CHECKOUT is not None:
+        return f"ggml from source: {_IMPORT_ERROR}"
     if ggml is None:
         return f"the ggml package is not importable (pip install ggml-python==0.0.45): {_IMPORT_ERROR}"
     missing = [f for f in _REQUIRED if not hasattr(ggml.lib, f)]
@@ -541,5 +561,55 @@ def repro_source(op: str, path: str) -> str:
             f"    return result\n")
 
 
+standalone_repro_file = "repro.c"
+
+
+def standalone_repro(op, path, inputs, params, layout, expected, bound, title) -> str:
+    """A C program against ggml.h making the same ggml calls as this adapter, with the inputs,
+    the expected values and the allowed error inline (``adapters._ggml_repro``)."""
+    from adapters import _ggml_repro
+    arrays = {k: v for k, v in inputs.items() if v is not None}
+    if layout == "channels_last" and np.ndim(arrays.get("x")) == 4:
+        arrays["x"] = np.ascontiguousarray(arrays["x"].transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    events, ended = _ggml_repro.trace(_CHECKOUT, op, path, arrays, params, layout)
+    return _ggml_repro.c_program(events, ended, expected, bound, title, f"{version}", op, path)
+
+
 # Graphs (edgediff.graph): one ggml compute graph per Graph; see adapters/_ggml_graph.py.
-from adapters._ggml_graph import graph_paths, run_graph  # noqa: E402,F401
+from adapters import _ggml_graph  # noqa: E402
+
+graph_paths = _ggml_graph.graph_paths
+
+
+def run_graph(graph, arrays, path=_ggml_graph.PATH):
+    return _ggml_graph.run_graph(graph, arrays, path, G=sys.modules[__name__])
+
+
+# ---- ggml built from a source checkout -------------------------------------------------------
+
+_VARIANTS: dict = {}
+
+
+def from_checkout(where: str = ""):
+    """This adapter over ggml built from the checkout ``where`` (a ggml or llama.cpp checkout;
+    "" means ``$GGML_ROOT``, else the snapshot ``scripts/setup.sh`` recorded): ``--backend
+    ggml@PATH`` / ``ggml@``. Named ``ggml@<git describe>`` (``ggml@v0.21.0-d99724f2`` for the
+    snapshot). AdapterUnavailable names what is missing."""
+    from adapters import _ggml_source
+    try:
+        root = _ggml_source.locate(where or None)
+    except _ggml_source.sb.BuildUnavailable as exc:
+        raise adapters.AdapterUnavailable(f"ggml@{where}: {exc}") from None
+    if root not in _VARIANTS:
+        module_name = f"adapters.ggml_at_{abs(hash(str(root))):x}"
+        spec = importlib.util.spec_from_file_location(module_name, __file__)
+        module = importlib.util.module_from_spec(spec)
+        module._CHECKOUT = str(root)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        reason = module.unavailable_reason()
+        if reason:
+            del sys.modules[module_name]
+            raise adapters.AdapterUnavailable(f"ggml@{where}: {reason}")
+        _VARIANTS[root] = module
+    return _VARIANTS[root]

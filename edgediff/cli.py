@@ -266,7 +266,8 @@ def cmd_baseline(args) -> int:
         sig = rec["signature"]
         case_shapes = rec["shapes"]
         already = any(k.matches(rec["adapter"], rec["op"], rec["path"], rec["kind"], {}, rec["layout"],
-                                case_shapes, sig["pattern"], rec.get("backend_facts"), rec.get("detail", "")) for k in known)
+                                case_shapes, sig["pattern"], rec.get("backend_facts"), rec.get("detail", ""),
+                                rec.get("version")) for k in known)
         if args.promote:
             print(f"promoted {promote(Path(args.findings_dir) / rec['id'])}")
         if already:

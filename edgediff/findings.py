@@ -114,7 +114,9 @@ class FindingStore:
               known: dict | None = None, repro_script: str | None = None) -> tuple[Path, bool]:
         """Store the shrunk example; returns (its directory, whether the signature is new).
         ``repro_script``: a whole repro.py in the backend's own idiom with the data inline
-        (the adapter's ``standalone_repro``), used instead of the generic template."""
+        (the adapter's ``standalone_repro``), used instead of the generic template; or
+        (file name, text) for another language (``repro.c``), written beside the generic
+        repro.py."""
         sig = signature(outcome, pattern)
         sid = signature_id(sig)
         directory = self.root / sid
@@ -138,9 +140,14 @@ class FindingStore:
             if outcome.observed is not None:
                 extra["observed"] = outcome.observed
             outcome.case.save(directory, extra)
-            atomic_write(directory / "repro.py",
-                         repro_script or render_repro(outcome, sid, repro_source))
-            atomic_write(directory / "ISSUE.md", scrub(render_issue(record, outcome, repro_script)))
+            script_name, script = (repro_script if isinstance(repro_script, tuple)
+                                   else ("repro.py", repro_script))
+            if script and script_name != "repro.py":      # e.g. repro.c, beside the Python form
+                atomic_write(directory / script_name, script)
+            atomic_write(directory / "repro.py", script if script and script_name == "repro.py"
+                         else render_repro(outcome, sid, repro_source))
+            atomic_write(directory / "ISSUE.md",
+                         scrub(render_issue(record, outcome, script, script_name)))
             atomic_write(directory / "finding.json",
                          scrub(json.dumps(record, indent=2, default=str)))
         return directory, is_new
@@ -256,7 +263,8 @@ def render_repro(outcome: Outcome, sid: str, source: str | None) -> str:
                                  version=outcome.version, path=outcome.path, backend=source.strip("\n"))
 
 
-def render_issue(record: dict, outcome: Outcome, standalone: str | None = None) -> str:
+def render_issue(record: dict, outcome: Outcome, standalone: str | None = None,
+                 standalone_name: str = "repro.py") -> str:
     env = record["environment"]
     lines = [f"# {issue_title(outcome)}", "",
              "## Environment",
@@ -288,7 +296,8 @@ def render_issue(record: dict, outcome: Outcome, standalone: str | None = None) 
         lines += ["", "## Reproduce",
                   "Standalone (the backend's own API, the inputs, expected values and allowed error "
                   "inline); exits 1 while the bug is present, or dies where the backend aborts:",
-                  "```python", standalone.rstrip("\n"), "```",
+                  "```" + ("c" if standalone_name.endswith(".c") else "python"),
+                  standalone.rstrip("\n"), "```",
                   "", "Expected semantics: PyTorch's (`torch.nn.functional`) for float ops.", ""]
         return "\n".join(lines)
     lines += ["", "## Reproduce",

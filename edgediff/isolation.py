@@ -225,7 +225,8 @@ def isolate(adapter, spec: str, ops, label: str | None = None, **overrides) -> I
     worker = IsolatedAdapter(spec, ops, label=label, **settings)
     # Sampling limits and the standalone repro writer are read in this process: they are
     # plain functions of (op, path) or of a case, and the worker need not answer for them.
-    for attr in ("max_examples", "values_per_structure", "standalone_repro", "graph_arithmetic"):
+    for attr in ("max_examples", "values_per_structure", "standalone_repro", "standalone_repro_file",
+                 "graph_arithmetic"):
         if hasattr(adapter, attr):
             setattr(worker, attr, getattr(adapter, attr))
     return worker

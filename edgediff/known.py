@@ -3,7 +3,8 @@
 ``fixtures/known_failures.toml`` holds one ``[[known]]`` table per known finding::
 
     [[known]]
-    adapter = "ggml"                    # required
+    adapter = "ggml"                    # required; also matches ggml@<build> and ggml==<pin>
+    version = "v0.21*"                  # glob over the backend's version string, default "*"
     op = "conv2d"                       # required
     path = "conv_2d/f16"                # glob, default "*"
     kind = "mismatch"                   # optional: mismatch | shape | error | crash | hang
@@ -47,16 +48,18 @@ class KnownFailure:
     pattern: tuple = ()          # features that must all be in the finding's pattern
     reason: str = ""
     link: str = ""
+    version: str = "*"
 
     @property
     def key(self) -> str:
         feats = "+".join(self.pattern)
-        return f"{self.adapter}/{self.op}/{self.path}/{self.kind or '*'}/{self.when or ''}{feats}"
+        build = "" if self.version == "*" else f"[{self.version}]"
+        return f"{self.adapter}{build}/{self.op}/{self.path}/{self.kind or '*'}/{self.when or ''}{feats}"
 
     def matches(self, adapter: str, op: str, path: str, kind: str, params: dict,
                 layout: str = "contiguous", shapes: dict | None = None, pattern=(),
-                facts: dict | None = None, detail: str = "") -> bool:
-        if (adapter, op) != (self.adapter, self.op) or not fnmatch.fnmatchcase(path, self.path):
+                facts: dict | None = None, detail: str = "", version: str | None = None) -> bool:
+        if not self.applies_to(adapter, op, path, version):
             return False
         if self.kind and kind != self.kind:
             return False
@@ -68,8 +71,22 @@ class KnownFailure:
             return evaluate(self.when, names)
         return True
 
-    def applies_to(self, adapter: str, op: str, path: str) -> bool:
-        return (adapter, op) == (self.adapter, self.op) and fnmatch.fnmatchcase(path, self.path)
+    def applies_to(self, adapter: str, op: str, path: str, version: str | None = None) -> bool:
+        """Same backend (``adapter`` is a label: ``ggml``, ``ggml@v0.21.0-d99724f2``,
+        ``ggml==0.0.45`` are all ggml), op and path, and the version glob (when the version is
+        known)."""
+        if op != self.op or backend_of(adapter) != backend_of(self.adapter):
+            return False
+        if self.adapter != backend_of(self.adapter) and self.adapter != adapter:
+            return False                       # an entry for one build names that build
+        if version is not None and not fnmatch.fnmatchcase(version, self.version):
+            return False
+        return fnmatch.fnmatchcase(path, self.path)
+
+
+def backend_of(label: str) -> str:
+    """The backend a run label names: ``ggml@v0.21.0`` and ``ggml==0.0.45`` are ``ggml``."""
+    return label.partition("@")[0].partition("==")[0]
 
 
 # Names a ``when`` may read: the context fields and every op parameter of the golden ops.
@@ -141,7 +158,7 @@ def load_known(path) -> list[KnownFailure]:
         for field in ("adapter", "op"):
             if not isinstance(raw.get(field), str):
                 raise ValueError(f"{path}: known entry {i} needs a string '{field}'")
-        for field in ("path", "reason", "link"):
+        for field in ("path", "reason", "link", "version"):
             if field in raw and not isinstance(raw[field], str):
                 raise ValueError(f"{path}: known entry {i}: '{field}' must be a string")
         if "pattern" in raw and not (isinstance(raw["pattern"], list)

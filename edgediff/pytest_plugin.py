@@ -137,7 +137,7 @@ class EdgeDiffRun:
         for entry in self.known:
             if entry.matches(outcome.adapter, case.op, outcome.path, outcome.kind, case.params,
                              case.layout, {k: v.shape for k, v in case.inputs.items()}, pattern,
-                             outcome.extra, outcome.detail):
+                             outcome.extra, outcome.detail, outcome.version):
                 return entry
         return None
 
@@ -163,8 +163,9 @@ class EdgeDiffRun:
         return verdicts
 
 
-def standalone_script(adapter, outcome: runner.Outcome) -> str | None:
-    """The adapter's own repro.py for this outcome (``standalone_repro``), when it writes one."""
+def standalone_script(adapter, outcome: runner.Outcome) -> tuple[str, str] | None:
+    """(file name, text): the adapter's own repro for this outcome (``standalone_repro``, a
+    ``repro.py`` unless the adapter names another file, e.g. ``repro.c``), when it writes one."""
     write = getattr(adapter, "standalone_repro", None)
     if not callable(write) or outcome.expected is None:
         return None
@@ -172,8 +173,9 @@ def standalone_script(adapter, outcome: runner.Outcome) -> str | None:
     case = outcome.case
     bound = outcome.bound if outcome.bound is not None else np.zeros(np.shape(outcome.expected))
     try:
-        return write(case.op, outcome.path, case.inputs, case.params, case.layout,
+        text = write(case.op, outcome.path, case.inputs, case.params, case.layout,
                      outcome.expected, bound, issue_title(outcome))
+        return (getattr(adapter, "standalone_repro_file", "repro.py"), text) if text else None
     except Exception as exc:       # the finding still gets the generic repro; say why
         outcome.extra["standalone_repro_failed"] = f"{type(exc).__name__}: {exc}"
         return None
@@ -222,7 +224,7 @@ def _select(config):
     elif user:
         wanted = []
     else:
-        wanted = list(adapters.BUILTINS)
+        wanted = adapters.default_backends()
     force = config.getoption("isolate")
     for name in wanted:
         try:
@@ -231,7 +233,11 @@ def _select(config):
                 from properties.ops import OPS
                 selected.append((name, load_pinned(name, OPS)))
                 continue
-            selected.append((name, _maybe_isolated(adapters.load(name), name, force)))
+            adapter = _maybe_isolated(adapters.load(name), name, force)
+            label = adapter.name if "@" in name else name         # ggml@ -> ggml@v0.21.0-...
+            if any(label == other for other, _ in selected):
+                raise adapters.UsageError(f"{name!r} is {label}, which is already selected")
+            selected.append((label, adapter))
         except adapters.UsageError as exc:
             raise pytest.UsageError(f"--backend: {exc}") from None
         except adapters.AdapterUnavailable as exc:
@@ -485,9 +491,10 @@ def pytest_sessionfinish(session):
 def fixed_known(run: EdgeDiffRun, tally: Tally) -> list[str]:
     """Known entries for a target that ran but that no failure matched: fixed upstream?"""
     ran = {k for k, row in tally.rows.items() if row["examples"]}
+    versions = {label: getattr(adapter, "version", None) for label, adapter in run.selected}
     out = []
     for entry in run.known:
-        applies = any(entry.applies_to(*reversed_key(k)) for k in ran)
+        applies = any(entry.applies_to(*reversed_key(k), versions.get(reversed_key(k)[0])) for k in ran)
         if applies and entry.key not in tally.known_matched:
             out.append(entry.key)
     return out

@@ -19,7 +19,7 @@ import traceback
 
 def _load(spec: str):
     import adapters
-    if ":" in spec or spec not in adapters.BUILTINS:
+    if ":" in spec or spec.partition("@")[0] not in adapters.BUILTINS:
         return adapters.load_spec(spec)
     return adapters.load(spec)
 

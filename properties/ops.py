@@ -140,17 +140,18 @@ def _pair(v):
 def conv_pattern(case: Case) -> tuple:
     p = case.params
     w, x = case.inputs["w"], case.inputs["x"]
-    groups = p.get("groups", x.shape[1])
+    # a graph node's params may leave out the defaults (single_op_case of a graph finding)
+    groups = p.get("groups", 1 if case.op in ("conv2d", "conv2d_batch_norm") else x.shape[1])
     feats = []
     feats.append("depthwise" if w.shape[1] == 1 and groups == x.shape[1] and groups > 1
                  else "groups=1" if groups == 1 else "grouped")
     if w.shape[0] > x.shape[1] and w.shape[1] == 1:
         feats.append("multiplier>1")
-    if any(s > 1 for s in _pair(p["stride"])):
+    if any(s > 1 for s in _pair(p.get("stride", 1))):
         feats.append("strided")
-    if any(d > 1 for d in _pair(p["dilation"])):
+    if any(d > 1 for d in _pair(p.get("dilation", 1))):
         feats.append("dilated")
-    pad = p["padding"]
+    pad = p.get("padding", 0)
     if np.ndim(pad) == 2 and (pad[0][0] != pad[0][1] or pad[1][0] != pad[1][1]):
         feats.append("asymmetric padding")
     elif np.any(np.asarray(pad) != 0):

@@ -39,7 +39,7 @@ def _wanted(config):
     names = config.getoption("backend", None)
     if names:
         return [n.strip() for n in names.split(",") if n.strip() and "==" not in n]
-    return list(adapters.BUILTINS)
+    return adapters.default_backends()
 
 
 def pytest_generate_tests(metafunc):
@@ -71,7 +71,7 @@ def test_graph_matches_golden(graph_backend, request, edgediff_run):
     adapter = _adapter(graph_backend)
     if isinstance(adapter, Exception):
         pytest.skip(f"{graph_backend}: {adapter}")
-    n = request.config.getoption("max_examples", None) or EXAMPLES.get(graph_backend, DEFAULT_EXAMPLES)
+    n = request.config.getoption("max_examples", None) or EXAMPLES.get(graph_backend.partition("@")[0], DEFAULT_EXAMPLES)
     findings_dir = request.config.getoption("findings_dir", None)
 
     # The gate (ci profile) does not shrink slow backends' failures (each step is a lowering):

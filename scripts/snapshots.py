@@ -1,5 +1,5 @@
 """Unpack the backend source snapshots of ``../shared/third_party/`` (when present) as stand-in
-checkouts, build them, and record where they are for the adapters (executorch-ggml, CMSIS-NN).
+checkouts, build them, and record where they are for the adapters (executorch-ggml, ggml, CMSIS-NN).
 
 A backend engineer points edgediff at their own checkout with an environment variable
 (``EXECUTORCH_GGML_ROOT``, ...). On edgediff's own machines and in CI the snapshots stand in for
@@ -76,6 +76,19 @@ def executorch_ggml(third_party: Path, src: Path) -> str | None:
     return str(dest)
 
 
+def ggml(third_party: Path, src: Path) -> str | None:
+    """ggml on its own (the ``ggml@`` backend: ggml built from a checkout, beside ggml-python's)."""
+    tars = sorted(third_party.glob("ggml-*.tar.gz"))
+    if not tars:
+        return None
+    commit = commit_of(tars[-1], "ggml")
+    root = src / f"ggml-{commit}"
+    if not (root / ".edgediff-snapshot").is_file():
+        unpack(tars[-1], "ggml", root)
+        (root / ".edgediff-snapshot").write_text(commit + "\n")
+    return str(root)
+
+
 def cmsis_nn(third_party: Path, src: Path) -> dict | None:
     """CMSIS-NN unpacked, and built twice with its own CMake (plain-C kernels, position
     independent, -O2 as the Cortex-M notes advise): the default double rounding, and
@@ -115,6 +128,7 @@ def record_one(variable):
 
 SNAPSHOTS = {"executorch-ggml": (record_one("EXECUTORCH_GGML_ROOT")(executorch_ggml),
                                  [sys.executable, "-m", "adapters.executorch_ggml"]),
+             "ggml": (record_one("GGML_ROOT")(ggml), [sys.executable, "-m", "adapters._ggml_source"]),
              "CMSIS-NN": (cmsis_nn, [sys.executable, "adapters/_cmsis_nn/build.py"])}
 
 
