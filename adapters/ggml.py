@@ -553,8 +553,8 @@ def _section() -> str:
 def repro_source(op: str, path: str) -> str:
     """Standalone source (NumPy + ggml only) defining ``run(inputs, params)`` for op via path:
     this module's GGML SECTION verbatim, and a ``run`` calling the op function with the path."""
-    if op not in paths or path not in paths[op]:
-        return None
+    if op not in paths or path not in paths[op] or _CHECKOUT is not None:
+        return None       # a checkout build: its repro is repro.c (ggml-python is another ggml)
     return (_REPRO_HEADER + "\n" + _section() + "\n\n"
             f"def run(inputs, params):\n"
             f"    result, facts = {op}(**inputs, **params, path={path!r})\n"

@@ -1,6 +1,7 @@
 """Examples per second of the ggml adapter, per path: in-process and through its worker.
 
     .venv/bin/python benchmarks/bench_ggml.py [--cases 200] [--seed 0] [--ops conv2d,mean]
+                                              [--backend ggml@]   # ggml built from $GGML_ROOT
 
 For every (op, path), ~N cases are drawn from the op's Hypothesis strategy (derandomized, so
 every run times the same cases). Each case is called ``--repeat`` times and its fastest call
@@ -18,6 +19,7 @@ The golden op and the comparison are not timed. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import subprocess
 import sys
@@ -86,7 +88,7 @@ def child(case_file: str, op: str, path: str, start: str, repeat: str) -> None:
     per case ("index kind seconds"), flushed, so the parent knows where an abort struck."""
     import gc
     cases = pickle.loads(Path(case_file).read_bytes())
-    adapter = adapters.load("ggml")
+    adapter = adapters.load(os.environ.get("EDGEDIFF_BENCH_BACKEND", "ggml"))
     gc.collect()
     gc.freeze()
     for i in range(int(start), len(cases)):
@@ -152,14 +154,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3, help="calls per case; the fastest counts")
     ap.add_argument("--ops", default=",".join(OPS))
+    ap.add_argument("--backend", default="ggml", help="ggml (ggml-python) or ggml@[PATH] (a checkout)")
     ap.add_argument("--child", nargs=5, metavar=("CASES", "OP", "PATH", "START", "REPEAT"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(*args.child)
         return 0
-    adapter = adapters.load("ggml")
+    adapter = adapters.load(args.backend)
+    CHILD_ENV["EDGEDIFF_BENCH_BACKEND"] = args.backend
+    if args.backend != "ggml" and os.environ.get("GGML_ROOT"):
+        CHILD_ENV["GGML_ROOT"] = os.environ["GGML_ROOT"]
     from edgediff.isolation import isolate
-    isolated = isolate(adapter, "ggml", OPS)
+    isolated = isolate(adapter, args.backend, OPS)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for op in args.ops.split(","):
@@ -178,7 +184,7 @@ def main(argv=None) -> int:
                 rows.append((op, path, f"{supported}/{len(cases)}", rate(inproc), rate(iso)))
                 print(f"  {op} {path}: {rows[-1][2:]}", file=sys.stderr)
     isolated.close()
-    print(f"ggml {adapter.version}, {args.cases} cases per op (seed {args.seed}), fastest of {args.repeat} "
+    print(f"{adapter.name} {adapter.version}, {args.cases} cases per op (seed {args.seed}), fastest of {args.repeat} "
           f"calls per case; rates are timed supported examples per second\n")
     print("| op | path | supported | examples/s in-process | examples/s isolated |")
     print("|---|---|---:|---:|---:|")

@@ -78,7 +78,7 @@ def _check_backends(names: str | None) -> None:
     import adapters
     if not names:
         return
-    for name in (n.strip().partition("==")[0] for n in names.split(",")):
+    for name in (n.strip().partition("==")[0].partition("@")[0] for n in names.split(",")):
         if name not in adapters.BUILTINS:
             raise UsageExit(f"edgediff: unknown backend {name!r}; known backends: {', '.join(adapters.BUILTINS)}")
 
@@ -91,6 +91,10 @@ def resolve_paths(args) -> str | None:
         value = getattr(args, opt, None)
         if value:
             setattr(args, opt, os.path.abspath(os.path.expanduser(value)))
+    if getattr(args, "backend", None):          # ggml@PATH: a checkout, relative to the caller
+        args.backend = ",".join(
+            f"{n.partition('@')[0]}@{os.path.abspath(os.path.expanduser(n.partition('@')[2]))}"
+            if n.partition("@")[2] else n for n in (m.strip() for m in args.backend.split(",")))
     if args.known_failures and not Path(args.known_failures).is_file():
         return f"--known-failures {args.known_failures} does not exist (or is not a file)"
     for opt in ("junitxml", "html_report"):             # nothing is created before these hold

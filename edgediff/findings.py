@@ -256,7 +256,11 @@ def issue_title(outcome: Outcome) -> str:
 
 def render_repro(outcome: Outcome, sid: str, source: str | None) -> str:
     if not source:
-        loader = (f"_adapters.load({outcome.adapter!r})" if outcome.adapter in __import__("adapters").BUILTINS
+        builtins = __import__("adapters").BUILTINS
+        base, at, _ = outcome.adapter.partition("@")
+        loader = (f"_adapters.load({outcome.adapter!r})" if outcome.adapter in builtins
+                  else f"_adapters.load({base + '@'!r})  # the checkout $GGML_ROOT names"
+                  if at and base in builtins
                   else f"_adapters.load_spec({outcome.extra.get('spec', '')!r})")
         source = FALLBACK_BACKEND.format(loader=loader, path=outcome.path)
     return REPRO_TEMPLATE.format(sid=sid, title=issue_title(outcome), adapter=outcome.adapter,

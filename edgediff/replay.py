@@ -40,6 +40,11 @@ def adapter_for(label: str, spec: str | None = None):
     if label in adapters.BUILTINS:
         adapter = adapters.load(label)
         spec = label
+    elif "@" in label and label.partition("@")[0] in adapters.FROM_CHECKOUT:
+        # ggml@v0.21.0-...: built from a checkout; replayed on the one $GGML_ROOT (or setup)
+        # names now, whose version the outcome reports
+        spec = label.partition("@")[0] + "@"
+        adapter = adapters.load(spec)
     elif spec:
         adapter = adapters.load_spec(spec)
     else:
@@ -72,7 +77,7 @@ def promote(directory, corpus: Path = CORPUS) -> Path:
     record, _ = load_record(directory)
     dest = Path(corpus) / record["id"]
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("finding.json", "case.json", "inputs.npz", "repro.py", "ISSUE.md"):
+    for name in ("finding.json", "case.json", "inputs.npz", "repro.py", "repro.c", "ISSUE.md"):
         if (Path(directory) / name).exists():
             shutil.copy2(Path(directory) / name, dest / name)
     return dest
