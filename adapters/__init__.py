@@ -50,6 +50,7 @@ BUILTINS = {
     "cmsis_nn": "adapters.cmsis_nn",
     "litert": "adapters.litert",
     "executorch_ggml": "adapters.executorch_ggml",
+    "cortex_m": "adapters.cortex_m",
 }
 DEFAULT_PATH = "default"
 

@@ -1,5 +1,5 @@
 """Unpack the backend source snapshots of ``../shared/third_party/`` (when present) as stand-in
-checkouts, build them, and record where they are for the adapters (executorch-ggml, ggml, CMSIS-NN).
+checkouts, build them, and record where they are for the adapters (executorch-ggml, ggml, CMSIS-NN, ExecuTorch's Cortex-M backend).
 
 A backend engineer points edgediff at their own checkout with an environment variable
 (``EXECUTORCH_GGML_ROOT``, ...). On edgediff's own machines and in CI the snapshots stand in for
@@ -89,6 +89,20 @@ def ggml(third_party: Path, src: Path) -> str | None:
     return str(root)
 
 
+def executorch_cortex_m(third_party: Path, src: Path) -> str | None:
+    """ExecuTorch's Cortex-M backend sources (backends/cortex_m, codegen, kernels/portable): the
+    ExecuTorch tree the ``cortex_m`` adapter builds its kernels from."""
+    tars = sorted(third_party.glob("executorch-cortex_m-*.tar.gz"))
+    if not tars:
+        return None
+    commit = commit_of(tars[-1], "executorch-cortex_m")
+    root = src / f"executorch-cortex_m-{commit}"
+    if not (root / ".edgediff-snapshot").is_file():
+        unpack(tars[-1], "executorch-cortex_m", root)
+        (root / ".edgediff-snapshot").write_text(commit + "\n")
+    return str(root)
+
+
 def cmsis_nn(third_party: Path, src: Path) -> dict | None:
     """CMSIS-NN unpacked, and built twice with its own CMake (plain-C kernels, position
     independent, -O2 as the Cortex-M notes advise): the default double rounding, and
@@ -129,7 +143,9 @@ def record_one(variable):
 SNAPSHOTS = {"executorch-ggml": (record_one("EXECUTORCH_GGML_ROOT")(executorch_ggml),
                                  [sys.executable, "-m", "adapters.executorch_ggml"]),
              "ggml": (record_one("GGML_ROOT")(ggml), [sys.executable, "-m", "adapters._ggml_source"]),
-             "CMSIS-NN": (cmsis_nn, [sys.executable, "adapters/_cmsis_nn/build.py"])}
+             "CMSIS-NN": (cmsis_nn, [sys.executable, "adapters/_cmsis_nn/build.py"]),
+             "executorch-cortex_m": (record_one("EXECUTORCH_ROOT")(executorch_cortex_m),
+                                     [sys.executable, "-m", "adapters.cortex_m"])}
 
 
 def main(argv=None) -> int:
