@@ -372,15 +372,19 @@ def program_nodes(ep) -> dict:
     consts = {**sig.inputs_to_parameters, **sig.inputs_to_buffers,
               **getattr(sig, "inputs_to_lifted_tensor_constants", {})}
     user_inputs = [s.arg.name for s in sig.input_specs if s.kind.name == "USER_INPUT"]
+    input_orders = {n.name: list(n.meta["val"].dim_order()) for n in ep.graph.nodes
+                    if n.op == "placeholder" and n.name in user_inputs and hasattr(n.meta.get("val"), "dim_order")}
     nodes, outputs = [], []
     for node in ep.graph.nodes:
         if node.op == "call_function":
             op = getattr(node.target, "__name__", None) or str(node.target)   # cortex_m.quantized_conv2d.default
+            val = node.meta.get("val")
             nodes.append({"name": node.name, "op": op,
-                          "args": [_encode(a, ep, consts) for a in node.args]})
+                          "args": [_encode(a, ep, consts) for a in node.args],
+                          "dim_order": list(val.dim_order()) if hasattr(val, "dim_order") else None})
         elif node.op == "output":
             outputs = [a.name for a in node.args[0]]
-    return {"inputs": user_inputs, "nodes": nodes, "outputs": outputs}
+    return {"inputs": user_inputs, "input_dim_orders": input_orders, "nodes": nodes, "outputs": outputs}
 
 
 def run(op, path, arrays, params):
@@ -405,8 +409,12 @@ def run(op, path, arrays, params):
     if not any(k.startswith("cortex_m.quantized") for k in kinds):
         raise adapters.Unsupported(f"not lowered to a cortex_m quantized op (program: {', '.join(kinds)})")
     with torch.no_grad():
-        python_reference = ep.module()(*inputs)             # the backend's Python reference ops
         float_out = model(*inputs)
+        try:
+            python_reference = ep.module()(*inputs)         # the backend's Python reference ops
+        except Exception as exc:                            # their failure is a fact, not ours
+            python_reference = None
+            facts["python_reference_error"] = f"{type(exc).__name__}: {exc}"[:300]
     load_kernels()
     buffer = bytes(edge.to_executorch().buffer)
     from executorch.runtime import Runtime
@@ -414,7 +422,8 @@ def run(op, path, arrays, params):
     out = loaded.load_method("forward").execute(list(inputs))[0]
     back = (lambda t: t.permute(0, 3, 1, 2)) if nhwc and out.dim() == 4 else (lambda t: t)
     facts.update(program=program, rounding=_LOADED["rounding"],
-                 python_reference=back(python_reference).contiguous().reshape(-1).tolist(),
+                 python_reference=(None if python_reference is None
+                                   else back(python_reference).contiguous().reshape(-1).tolist()),
                  float_model=back(float_out).contiguous().reshape(-1).tolist())
     return back(out).detach().contiguous().numpy().copy(), facts      # NCHW, as edgediff reads
 

@@ -10,6 +10,7 @@ exit status and the last lines of its stderr (for ggml, the ``GGML_ASSERT(...)``
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -25,6 +26,8 @@ from edgediff.wire import pack, unpack
 
 REPO = Path(__file__).resolve().parent.parent
 STDERR_TAIL_LINES = 12
+# A C++ log line naming its source ("[op_quantized_conv2d.cpp:80] ..."), as ExecuTorch logs.
+LOG_LINE = re.compile(r"^\[[\w./-]+\.(?:cpp|cc|c|h):\d+\] ")
 MIN_HANG_TIMEOUT = 0.25    # seconds; see IsolatedAdapter.call_timeout
 HANG_FACTOR = 20.0
 
@@ -166,7 +169,15 @@ class IsolatedAdapter:
             return out, reply.get("facts") or {}
         if reply["status"] == "unsupported":
             raise adapters.Unsupported(reply["reason"])
-        raise BackendError(f"{reply['type']}: {reply['message']}")
+        # What the backend logged about it (ExecuTorch's "Check failed (...)" lines, ...): the
+        # exception text alone often says only "error 0x12".
+        self._stderr.seek(mark)
+        text = self._stderr.read().decode(errors="replace")
+        logged = [ln.strip() for ln in text.splitlines()[-200:]
+                  if ("failed" in ln.lower() or "error" in ln.lower() or LOG_LINE.match(ln.strip()))
+                  and "type id" not in ln][-3:]
+        detail = f" [stderr: {' | '.join(logged)}]" if logged else ""
+        raise BackendError(f"{reply['type']}: {reply['message']}{detail}")
 
     def call_timeout(self) -> float:
         """The configured timeout; once a call has hung, a tighter one derived from the slowest
