@@ -18,7 +18,8 @@ How each node is computed:
 - ``quantized_add``: ``quant.add_s8`` with CMSIS-NN's ``left_shift = 20``;
 - ``quantized_avg_pool2d[_nhwc]``: ``quant.avgpool_s8`` (``arm_avgpool_s8`` ignores the
   multiplier and shift it is given), ``pad``: the pad value in the tensor's physical order;
-- ``aten.hardtanh`` on float values: ``np.clip``.
+- ``aten.hardtanh`` on float values: ``np.clip``; views, permutes (``aten.view_copy``,
+  ``aten.permute_copy``, ``cortex_m.transpose``) and layout copies on the logical values.
 Anything else raises ``NotModelled`` naming the op: the comparison then says so instead of
 judging.
 """
@@ -146,6 +147,12 @@ def evaluate(program: dict, inputs: list, rounding: str = "double") -> list:
         elif base == "cortex_m.pad":
             src = node["args"][0].get("ref") if isinstance(node["args"][0], dict) else None
             y = _pad(args, dim_orders.get(src))
+        elif base in ("aten.view_copy", "aten.view", "aten._unsafe_view"):
+            y = np.reshape(args[0], [int(v) for v in args[1]])
+        elif base in ("aten.permute_copy", "aten.permute", "cortex_m.transpose"):
+            y = np.ascontiguousarray(np.transpose(args[0], [int(v) for v in args[1]]))
+        elif base in ("aten.clone", "dim_order_ops._to_dim_order_copy", "aten.alias_copy"):
+            y = np.asarray(args[0])                       # values unchanged (a layout change)
         elif base == "aten.hardtanh":
             y = np.clip(np.asarray(args[0], np.float32), np.float32(args[1]), np.float32(args[2]))
         else:
