@@ -261,6 +261,8 @@ def _maybe_isolated(adapter, spec: str, force: bool):
         return adapter
     from edgediff.isolation import isolate
     from properties.ops import OPS
+    if not any(adapters.paths(adapter, op) for op in OPS) and not callable(getattr(adapter, "run_graph", None)):
+        return adapter      # no op the generic properties call (cortex_m: its own property file)
     return isolate(adapter, spec, OPS)
 
 
