@@ -260,8 +260,12 @@ def _struct(name, size, fields):
 
 
 def load(root=None) -> Binding:
-    """Build (if needed) and load ggml from ``root`` or ``$GGML_ROOT``."""
+    """Build (if needed) and load ggml from ``root`` or ``$GGML_ROOT``. A worker whose parent
+    already located the build for this checkout gets it as ``EDGEDIFF_GGML_LIB``."""
     found = locate(root)
+    known = os.environ.get("EDGEDIFF_GGML_LIB", "")
+    if known and os.environ.get("EDGEDIFF_GGML_LIB_FOR") == str(found) and Path(known).is_file():
+        return Binding(Path(known), describe(found))
     return Binding(build(found), describe(found))
 
 

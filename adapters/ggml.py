@@ -111,6 +111,13 @@ version = _version()
 isolated = True                              # a GGML_ASSERT abort() kills the process
 worker_env = {"GGML_NO_BACKTRACE": "1"}      # one stderr line instead of a gdb backtrace
 timeout = 60.0
+# A checkout build (OpenMP off, nothing computed before a fork) serves from forked children: a
+# GGML_ASSERT then costs a fork, not a new interpreter and binding. Its worker reuses the
+# library this process located (no second digest of the tree).
+fork_server = _CHECKOUT is not None and ggml is not None
+if fork_server:
+    worker_env = dict(worker_env, EDGEDIFF_GGML_LIB=str(ggml.lib._name),
+                      EDGEDIFF_GGML_LIB_FOR=str(_CHECKOUT))
 
 _REQUIRED = ("ggml_conv_2d", "ggml_conv_2d_direct", "ggml_conv_2d_dw", "ggml_conv_2d_dw_direct",
              "ggml_im2col", "ggml_pool_2d", "ggml_clamp", "ggml_mean", "ggml_repeat_4d",

@@ -63,7 +63,7 @@ KNOWN_RUNTIME = {
         "aten::hardtanh, whose input (channels_last) and output dim orders differ when the tensor "
         "has unit dims: 0x12 (related: pytorch/executorch#22520)",
 }
-EXAMPLES = 4          # per (op, path): each is a quantization, a lowering and a run (~2 s)
+EXAMPLES = 3          # per (op, path): each is a quantization, a lowering and a run (~2 s)
 
 
 def _selected(config) -> bool:

@@ -64,13 +64,20 @@ def test_the_standalone_repro_passes_on_the_right_output_and_fails_on_a_wrong_on
     _, want_q, scale, zp = check("quantized_conv2d", "scalar", arrays, params, out, facts)
     env = dict(os.environ, CORTEX_M_KERNELS=str(CM.build()))
     env.pop("PYTHONPATH", None)
-    results = {}
     for label, expected in (("right", want_q), ("wrong", want_q + (np.arange(want_q.size) == 0).reshape(want_q.shape))):
         script = tmp_path / f"repro_{label}.py"
         script.write_text(CM.standalone_repro("quantized_conv2d", "scalar", arrays, params, expected, scale, zp, "t"))
-        results[label] = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                                        cwd=tmp_path, env=env, timeout=300)
-    assert results["right"].returncode == 0 and "PASS" in results["right"].stdout, results["right"].stderr[-2000:]
-    assert results["wrong"].returncode == 1 and "FAIL: 1 of" in results["wrong"].stdout
+    # both scripts in one fresh interpreter (each as __main__, its exit status recorded): one
+    # torch + executorch import instead of two
+    runner = ("import runpy, sys\nfor name in ('right', 'wrong'):\n    try:\n"
+              "        runpy.run_path(f'repro_{name}.py', run_name='__main__'); code = 0\n"
+              "    except SystemExit as e:\n        code = e.code or 0\n"
+              "    print(f'== {name} exit {code}', flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", runner], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=300)
+    out = done.stdout
+    right, wrong = out.split("== right exit ")[0], out.split("== right exit ")[1]
+    assert "PASS" in right and out.count("== right exit 0") == 1, out + done.stderr[-2000:]
+    assert "FAIL: 1 of" in wrong and "== wrong exit 1" in wrong, out
     assert "edgediff" not in CM.standalone_repro("quantized_conv2d", "scalar", arrays, params, want_q, scale, zp,
                                                  "t").split('"""', 2)[2]       # no edgediff import
