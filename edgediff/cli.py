@@ -97,10 +97,13 @@ def resolve_paths(args) -> str | None:
             if n.partition("@")[2] else n for n in (m.strip() for m in args.backend.split(",")))
     if args.known_failures and not Path(args.known_failures).is_file():
         return f"--known-failures {args.known_failures} does not exist (or is not a file)"
-    for opt in ("junitxml", "html_report"):             # nothing is created before these hold
+    for opt in ("junitxml", "html_report"):
         value = getattr(args, opt, None)
-        if value and not Path(value).parent.is_dir():
-            return f"--{opt.replace('_', '-')} {value}: no directory {Path(value).parent}"
+        if value:                   # its folder is made, as --findings-dir's is (a fresh clone
+            try:                    # has no findings/ yet); one that cannot be is the error
+                Path(value).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                return f"--{opt.replace('_', '-')} {value}: cannot create {Path(value).parent}: {exc.strerror}"
     findings = Path(args.findings_dir)
     if findings.exists() and not findings.is_dir():
         return f"--findings-dir {findings} exists and is not a directory"

@@ -188,3 +188,18 @@ def test_outputs_go_where_the_caller_is(tmp_path):
 def test_a_pin_that_cannot_be_installed_exits_3(tmp_path):
     got, out = edgediff("gate", "--backend", "litert==9.9.9", "--findings-dir", str(tmp_path / "f"))
     assert got == 3 and "could not be set up" in out and "9.9.9" in out, out[-2000:]
+
+
+def test_a_report_path_in_a_missing_folder_is_created_not_refused(tmp_path):
+    """The README's main command names findings/report.html on a fresh clone, where findings/
+    does not exist yet: the folder is made; a folder that cannot be made is a usage error."""
+    import argparse
+    from edgediff import cli
+    args = argparse.Namespace(command="run", findings_dir=str(tmp_path / "f"), known_failures=None,
+                              junitxml=None, html_report=str(tmp_path / "new" / "deeper" / "r.html"),
+                              backend=None)
+    assert cli.resolve_paths(args) is None
+    assert (tmp_path / "new" / "deeper").is_dir()
+    (tmp_path / "file").write_text("")
+    args.html_report = str(tmp_path / "file" / "r.html")
+    assert "cannot create" in cli.resolve_paths(args)
