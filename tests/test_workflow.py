@@ -145,7 +145,7 @@ def corrupt_finding(tmp_path, what):
 @pytest.mark.parametrize("make, code, message", [
     (lambda t: ["gate", "--backend", "torch", "--findings-dir", str(t / "file")], 2,
      "exists and is not a directory"),
-    (lambda t: ["gate", "--backend", "torch", "--html-report", str(t / "no" / "r.html")], 2,
+    (lambda t: ["gate", "--backend", "torch", "--html-report", str(t / "file" / "r.html")], 2,
      "--html-report"),
     (lambda t: ["gate", "--adapter", "tests.planted:nonexistent", "--findings-dir", str(t / "f")], 2,
      "has no attribute 'nonexistent'"),
@@ -155,7 +155,7 @@ def corrupt_finding(tmp_path, what):
                 "--findings-dir", str(t / "f")], 2, "'when' may"),
     (lambda t: ["replay", str(corrupt_finding(t, "truncated case.json"))], 2, "corrupt finding"),
     (lambda t: ["replay", str(corrupt_finding(t, "no inputs.npz"))], 2, "corrupt finding"),
-], ids=["findings-dir is a file", "report folder missing", "adapter attribute missing",
+], ids=["findings-dir is a file", "report folder cannot be made", "adapter attribute missing",
         "baseline field of the wrong type", "baseline escape", "truncated case.json",
         "finding without inputs.npz"])
 def test_bad_input_exits_2_with_one_line_naming_it_and_writes_nothing(tmp_path, make, code, message):
