@@ -451,12 +451,6 @@ def prewarm():
     load_kernels()
 
 
-def max_examples(op, path):
-    """Structures per test in the dev/ci profiles: every example is a quantization and a
-    lowering (~1-2 s)."""
-    return 6
-
-
 # ---- a finding as a maintainer runs it ----------------------------------------------------------
 
 REPRO = '''#!/usr/bin/env python3

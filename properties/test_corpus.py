@@ -34,7 +34,7 @@ def _selected(edgediff_run, label: str):
     chosen = dict(edgediff_run.selected)
     if label in chosen:
         return label, chosen[label]
-    if label.endswith("@") or "@" in label:
+    if "@" in label:
         base = label.partition("@")[0] + "@"
         for name, adapter in edgediff_run.selected:
             if name.startswith(base):
